@@ -1,0 +1,91 @@
+"""`reinlite` command line: a thin dispatcher, one subcommand per module.
+
+    reinlite info                                   the Rein parameter table of a backbone
+    reinlite data benchmark --out DIR [--seed N] [--source N] [--target N]
+    reinlite train --config NAME_OR_PATH [key=value ...]
+    reinlite eval ... ; reinlite predict IMAGE ... --checkpoint CKPT ; reinlite bench
+
+Each subcommand's ``add_*`` function defines its arguments and sets ``func``, which calls
+into the module that owns the work.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Optional, Sequence
+
+
+# ----------------------------------------------------------------------------- info (core)
+def add_info(sub) -> None:
+    p = sub.add_parser("info", help="build a backbone with Rein, run an image through it, print parameters")
+    p.add_argument("--backbone", default="course_vit", help="timm ViT name or course_vit (default)")
+    p.add_argument("--pretrained", default="true", help="true, false or a local weights file")
+    p.add_argument("--img-size", type=int, nargs=2, default=None, metavar=("H", "W"))
+    p.add_argument("--num-tokens", type=int, default=100)
+    p.add_argument("--rank", type=int, default=16)
+    p.set_defaults(func=run_info)
+
+
+def run_info(args) -> int:
+    import time
+
+    import torch
+
+    from .backbone import build_backbone, parameter_table
+
+    pretrained = {"true": True, "false": False}.get(args.pretrained.lower(), args.pretrained)
+    start = time.perf_counter()
+    bb = build_backbone(args.backbone, pretrained=pretrained, img_size=args.img_size,
+                        rein=dict(num_tokens=args.num_tokens, rank=args.rank, query_dim=256))
+    h, w = args.img_size or bb.vit.patch_embed.img_size
+    with torch.no_grad():
+        feats, queries = bb(torch.randn(1, 3, h, w))
+    print(f"backbone {args.backbone} ({'pretrained' if pretrained else 'random'}), input 1x3x{h}x{w}, "
+          f"{len(bb.vit.blocks)} blocks, embed dim {bb.embed_dim}, patch {bb.patch_size}")
+    for f, s in zip(feats, bb.strides):
+        print(f"  stride {s:>2}: {tuple(f.shape)}")
+    print(f"  queries  : {tuple(queries.shape)}")
+    print(parameter_table(bb))
+    print(f"done in {time.perf_counter() - start:.1f} s")
+    return 0
+
+
+# ----------------------------------------------------------------------------- demo (core)
+def add_demo(sub) -> None:
+    p = sub.add_parser("demo", help="the main job on the embedded defaults (what `make demo` runs)")
+    p.set_defaults(func=run_demo)
+
+
+def run_demo(args) -> int:
+    from .backbone import WEIGHTS_DIR
+
+    if (WEIGHTS_DIR / "course_vit.json").is_file():
+        return run_info(build_parser().parse_args(["info", "--backbone", "course_vit"]))
+    return run_info(build_parser().parse_args(
+        ["info", "--backbone", "vit_small_patch14_dinov2", "--pretrained", "false", "--img-size", "224", "224"]))
+
+
+SUBCOMMANDS = [add_info, add_demo]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="reinlite", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    for add in SUBCOMMANDS:
+        add(sub)
+    return parser
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except (ValueError, FileNotFoundError, KeyError) as err:  # bad input: one clear line, no traceback
+        message = err.args[0] if isinstance(err, KeyError) and err.args else err
+        print(f"reinlite {args.command}: error: {message}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,268 @@
+"""The Rein layer (Wei et al., CVPR 2024, arXiv 2312.04265), built from small pure functions.
+
+Notation (paper, Sec. 3):  L layers, m tokens, c channels, n patches, Q query channels, r rank.
+
+For backbone block i with patch features f_i in R^{n x c}:
+
+    S_i       = softmax(f_i T_i^T / sqrt(c))                  (Eq. 3)  token similarity, over the m tokens
+    dF_i      = S_i[:, 1:] (T_i[1:] W_T + b_T)                (Eq. 4)  first column dropped after the softmax
+    Delta f_i = (dF_i + f_i) W_f + b_f                        (Eq. 5)  shared MLPs; residual inside W_f
+    f_i'      = f_i + s * Delta f_i                                    learnable scalar s, init 1e-3
+    T_i       = A_i B_i,  A_i in R^{m x r}, B_i in R^{r x c}  (Eq. 8)  low-rank tokens
+    queries   = merge([max_L, mean_L, last] of transform(T))  (Eq. 6-7) instance queries, [m, Q]
+
+Each numbered idea is one function below; :class:`Rein` only composes them. The state-dict
+names are the release's, so a released Rein checkpoint loads with ``strict=True``:
+``learnable_tokens`` (or ``learnable_tokens_a`` / ``learnable_tokens_b``), ``scale``,
+``mlp_token2feat``, ``mlp_delta_f``, ``transform``, ``merge``.
+"""
+from __future__ import annotations
+
+import math
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+__all__ = [
+    "token_similarity",
+    "drop_first_column",
+    "feature_delta",
+    "refine_features",
+    "low_rank_tokens",
+    "pool_layers",
+    "instance_queries",
+    "token_init_bound",
+    "Rein",
+]
+
+
+# ----------------------------------------------------------------------------- pure functions
+def token_similarity(features: Tensor, tokens: Tensor, use_softmax: bool = True) -> Tensor:
+    """Eq. 3: S = softmax(f T^T / sqrt(c)), normalised over the m tokens.
+
+    Args:
+        features: f, patch features [B, n, c] (prefix tokens already removed).
+        tokens:   T, the layer's learnable tokens [m, c].
+        use_softmax: the release's switch. When False, S is the raw dot product f T^T
+            (neither scaled by 1/sqrt(c) nor normalised), as in the release.
+    Returns:
+        S: [B, n, m]; with softmax every row sums to 1.
+    """
+    similarity = torch.einsum("bnc,mc->bnm", features, tokens)
+    if use_softmax:
+        similarity = F.softmax(similarity * features.shape[-1] ** -0.5, dim=-1)
+    return similarity
+
+
+def drop_first_column(similarity: Tensor) -> Tensor:
+    """Softmax without the first column: S[:, :, 1:].
+
+    Token 0 takes part in the softmax normaliser but its column is removed *after* it, so a
+    patch that matches nothing can put its mass on token 0 and receive (almost) no update.
+
+    Args:
+        similarity: S [B, n, m] (already normalised over m).
+    Returns:
+        [B, n, m - 1]; rows sum to 1 - S[:, :, 0].
+    """
+    return similarity[..., 1:]
+
+
+def feature_delta(
+    features: Tensor,
+    tokens: Tensor,
+    mlp_token2feat: nn.Module,
+    mlp_delta_f: nn.Module,
+    use_softmax: bool = True,
+) -> Tensor:
+    """Eqs. 3-5: Delta f = (S[:, 1:] (T[1:] W_T + b_T) + f) W_f + b_f.
+
+    Args:
+        features: f [B, n, c].
+        tokens: T [m, c] for this layer.
+        mlp_token2feat: the shared Linear(c, c) W_T, b_T (token -> feature).
+        mlp_delta_f: the shared Linear(c, c) W_f, b_f (delta projection).
+    Returns:
+        Delta f [B, n, c] (not yet multiplied by the scale s).
+    """
+    similarity = drop_first_column(token_similarity(features, tokens, use_softmax))  # [B, n, m-1]
+    token_features = mlp_token2feat(tokens[1:])                                       # [m-1, c]
+    delta = torch.einsum("bnm,mc->bnc", similarity, token_features)                   # [B, n, c]
+    return mlp_delta_f(delta + features)
+
+
+def refine_features(features: Tensor, delta: Tensor, scale: Tensor | float) -> Tensor:
+    """f' = f + s * Delta f.  features, delta: [B, n, c]; scale: scalar s."""
+    return features + delta * scale
+
+
+def low_rank_tokens(tokens_a: Tensor, tokens_b: Tensor) -> Tensor:
+    """Eq. 8: T = A B.
+
+    Args:
+        tokens_a: A [m, r] (or [L, m, r] for all layers).
+        tokens_b: B [r, c] (or [L, r, c]).
+    Returns:
+        T [m, c] (or [L, m, c]).
+    """
+    return tokens_a @ tokens_b
+
+
+def pool_layers(layer_values: Tensor) -> Tensor:
+    """Pool over the layer axis and interleave per channel in the order (max, mean, last).
+
+    Args:
+        layer_values: X [L, m, Q].
+    Returns:
+        [m, 3Q] where token j's row is [max_0, mean_0, last_0, max_1, mean_1, last_1, ...].
+    """
+    pooled = torch.stack(
+        [layer_values.amax(dim=0), layer_values.mean(dim=0), layer_values[-1]], dim=-1
+    )  # [m, Q, 3]
+    return pooled.flatten(-2)
+
+
+def instance_queries(all_tokens: Tensor, transform: nn.Module, merge: nn.Module) -> Tensor:
+    """Eqs. 6-7: queries = merge(pool_layers(transform(T))).
+
+    Args:
+        all_tokens: T for every layer [L, m, c] (token 0 included).
+        transform: Linear(c, Q).
+        merge: Linear(3Q, Q).
+    Returns:
+        queries [m, Q]; independent of the image.
+    """
+    return merge(pool_layers(transform(all_tokens)))
+
+
+def token_init_bound(patch_size: int, embed_dim: int, rank: Optional[int] = None) -> float:
+    """The release's uniform init bound v for tokens.
+
+    Full rank: v = sqrt(6 / (3 p^2 + c)); low rank (for A and B): v = sqrt(6 / (3 p^2 + sqrt(c r))).
+    """
+    width = embed_dim if rank is None else math.sqrt(embed_dim * rank)
+    return math.sqrt(6.0 / (3 * patch_size * patch_size + width))
+
+
+# ----------------------------------------------------------------------------- the module
+class Rein(nn.Module):
+    """Rein: refine the features of every block of a frozen backbone with learnable tokens.
+
+    Args:
+        num_layers: L, number of backbone blocks (a Rein after each).
+        embed_dim: c, the backbone's channel count.
+        num_tokens: m (100 in the paper).
+        rank: None for full-rank tokens [L, m, c]; r for low-rank A [L, m, r] @ B [L, r, c].
+        query_dim: Q, channels of the instance queries (256).
+        patch_size: p, used only for the release's init bound.
+        scale_init: initial value of the learnable scalar s (1e-3).
+        use_softmax: normalise the similarity with a softmax (Eq. 3).
+        link_to_queries: build instance queries from the tokens (adds transform, merge).
+        zero_init_delta: no learnable s (fixed 1.0) and W_f, b_f zero-initialised, so the
+            layer starts as the identity.
+
+    Trainable parameters for DINOv2-L (L=24, c=1024, m=100, Q=256): 2,990,081 with r=16 and
+    5,016,065 with full-rank tokens.
+    """
+
+    def __init__(
+        self,
+        num_layers: int,
+        embed_dim: int,
+        num_tokens: int = 100,
+        rank: Optional[int] = None,
+        query_dim: int = 256,
+        patch_size: int = 16,
+        scale_init: float = 1e-3,
+        use_softmax: bool = True,
+        link_to_queries: bool = True,
+        zero_init_delta: bool = False,
+    ) -> None:
+        super().__init__()
+        if num_tokens < 2:
+            raise ValueError(
+                f"Rein needs num_tokens >= 2 (token 0 is the 'do nothing' sink), got {num_tokens}"
+            )
+        if rank is not None and rank < 1:
+            raise ValueError(f"rank must be None (full rank) or >= 1, got {rank}")
+        self.num_layers = num_layers
+        self.embed_dim = embed_dim
+        self.num_tokens = num_tokens
+        self.rank = rank
+        self.query_dim = query_dim
+        self.patch_size = patch_size
+        self.use_softmax = use_softmax
+        self.link_to_queries = link_to_queries
+        self.zero_init_delta = zero_init_delta
+
+        bound = token_init_bound(patch_size, embed_dim, rank)
+        if rank is None:
+            self.learnable_tokens = nn.Parameter(torch.empty(num_layers, num_tokens, embed_dim))
+            nn.init.uniform_(self.learnable_tokens, -bound, bound)
+        else:
+            self.learnable_tokens_a = nn.Parameter(torch.empty(num_layers, num_tokens, rank))
+            self.learnable_tokens_b = nn.Parameter(torch.empty(num_layers, rank, embed_dim))
+            nn.init.uniform_(self.learnable_tokens_a, -bound, bound)
+            nn.init.uniform_(self.learnable_tokens_b, -bound, bound)
+
+        self.mlp_token2feat = nn.Linear(embed_dim, embed_dim)
+        self.mlp_delta_f = nn.Linear(embed_dim, embed_dim)
+        if zero_init_delta:
+            self.scale = 1.0  # a plain float: not a parameter, not in the state dict
+            nn.init.zeros_(self.mlp_delta_f.weight)
+            nn.init.zeros_(self.mlp_delta_f.bias)
+        else:
+            self.scale = nn.Parameter(torch.tensor(float(scale_init)))
+
+        if link_to_queries:
+            self.transform = nn.Linear(embed_dim, query_dim)
+            self.merge = nn.Linear(3 * query_dim, query_dim)
+
+    def tokens(self, layer: Optional[int] = None) -> Tensor:
+        """T for one layer [m, c], or for all layers [L, m, c] when layer is None."""
+        if self.rank is None:
+            return self.learnable_tokens if layer is None else self.learnable_tokens[layer]
+        if layer is None:
+            return low_rank_tokens(self.learnable_tokens_a, self.learnable_tokens_b)
+        return low_rank_tokens(self.learnable_tokens_a[layer], self.learnable_tokens_b[layer])
+
+    def delta(self, features: Tensor, layer: int) -> Tensor:
+        """Delta f [B, n, c] for patch features [B, n, c] at block ``layer`` (before the scale)."""
+        return feature_delta(
+            features, self.tokens(layer), self.mlp_token2feat, self.mlp_delta_f, self.use_softmax
+        )
+
+    def forward(self, x: Tensor, layer: int, num_prefix_tokens: int = 1) -> Tensor:
+        """Refine block ``layer``'s output.
+
+        Args:
+            x: [B, N, c], batch first; the first ``num_prefix_tokens`` rows (cls, registers)
+               are passed through untouched, the other n = N - prefix rows are the patches.
+            layer: block index in [0, L).
+        Returns:
+            [B, N, c]: prefix rows unchanged, patches f + s * Delta f.
+        """
+        if not 0 <= layer < self.num_layers:
+            raise IndexError(f"layer {layer} is out of range for a Rein of {self.num_layers} layers")
+        if x.shape[-1] != self.embed_dim:
+            raise ValueError(
+                f"Rein expects features with {self.embed_dim} channels, got shape {tuple(x.shape)}"
+            )
+        prefix, features = x[:, :num_prefix_tokens], x[:, num_prefix_tokens:]
+        refined = refine_features(features, self.delta(features, layer), self.scale)
+        return torch.cat([prefix, refined], dim=1) if num_prefix_tokens else refined
+
+    def queries(self) -> Optional[Tensor]:
+        """Instance queries [m, Q] (Eqs. 6-7), or None when ``link_to_queries=False``."""
+        if not self.link_to_queries:
+            return None
+        return instance_queries(self.tokens(), self.transform, self.merge)
+
+    def extra_repr(self) -> str:
+        return (
+            f"num_layers={self.num_layers}, embed_dim={self.embed_dim}, num_tokens={self.num_tokens}, "
+            f"rank={self.rank}, query_dim={self.query_dim}, use_softmax={self.use_softmax}, "
+            f"link_to_queries={self.link_to_queries}, zero_init_delta={self.zero_init_delta}"
+        )
