@@ -39,7 +39,7 @@ def test_function_check_against_the_library():
 
     args = [(torch.randn(1, 4, 16), torch.randn(5, 16))]
     assert check_function(lambda f, t: torch.softmax(f @ t.T / 4.0, -1), token_similarity, args)
-    with pytest.raises(CheckFailed, match="without_scaling \\(example 1\\).*hint: Eq. 3"):
+    with pytest.raises(CheckFailed, match=r"(?s)without_scaling \(example 1\).*hint: Eq. 3"):
         check_function(without_scaling, token_similarity, args, hint="token_similarity")
 
     def unfinished(f, t):
