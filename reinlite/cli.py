@@ -65,7 +65,74 @@ def run_demo(args) -> int:
         ["info", "--backbone", "vit_small_patch14_dinov2", "--pretrained", "false", "--img-size", "224", "224"]))
 
 
-SUBCOMMANDS = [add_info, add_demo]
+# ----------------------------------------------------------------------------- train / eval / predict (train)
+def add_train(sub) -> None:
+    p = sub.add_parser("train", help="train Rein + Mask2Former head (torchrun for several GPUs)")
+    p.add_argument("--config", required=True, help="a shipped config name (course, gta2cs_dinov2_large) or a .json path")
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="dotted config overrides, e.g. optim.iters=200")
+    p.add_argument("--stop-at", type=int, default=None, help="stop (with a checkpoint) after this many steps")
+    p.set_defaults(func=run_train)
+
+
+def run_train(args) -> int:
+    from .train import run_train_cli
+
+    return run_train_cli(args)
+
+
+def add_eval(sub) -> None:
+    p = sub.add_parser("eval", help="per-domain mIoU of a trained checkpoint (slide-window inference)")
+    p.add_argument("--checkpoint", required=True, help="checkpoint.safetensors or its run folder")
+    p.add_argument("--config", default=None, help="config (default: the one stored in the checkpoint)")
+    p.add_argument("--domains", nargs="*", default=None, help="target domains (default: the config's data.targets)")
+    p.add_argument("--out", default=None, help="folder for the table, metrics.json and the confusion figure")
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. eval.stride=[256,256]")
+    p.set_defaults(func=run_eval)
+
+
+def run_eval(args) -> int:
+    from .evaluate import run_eval_cli
+
+    return run_eval_cli(args)
+
+
+def add_predict(sub) -> None:
+    p = sub.add_parser("predict", help="coloured segmentation overlays of images")
+    p.add_argument("images", nargs="+", help="image files")
+    p.add_argument("--checkpoint", required=True, help="checkpoint.safetensors or its run folder")
+    p.add_argument("--out", default=None, help="output folder (default: next to each input, *_pred.png)")
+    p.add_argument("--alpha", type=float, default=0.5, help="overlay opacity of the colours")
+    p.set_defaults(func=run_predict)
+
+
+def run_predict(args) -> int:
+    from .evaluate import run_predict_cli
+
+    return run_predict_cli(args)
+
+
+# ----------------------------------------------------------------------------- data (data)
+def add_data(sub) -> None:
+    p = sub.add_parser("data", help="datasets: write the embedded benchmark")
+    dsub = p.add_subparsers(dest="data_command", required=True)
+    b = dsub.add_parser("benchmark", help="render the embedded DGSS benchmark in the real layouts")
+    b.add_argument("--out", required=True, help="output folder (e.g. data/benchmark)")
+    b.add_argument("--seed", type=int, default=0)
+    b.add_argument("--source", type=int, default=2000, help="source (gta) training images")
+    b.add_argument("--target", type=int, default=500, help="images per target domain (and held-out source)")
+    b.add_argument("--size", type=int, nargs=2, default=(128, 256), metavar=("H", "W"))
+    b.add_argument("--workers", type=int, default=2)
+    b.add_argument("--figure", default=None, help="also save a sample figure (PNG) here")
+    b.set_defaults(func=run_data)
+
+
+def run_data(args) -> int:
+    from .data.benchmark import run_benchmark_cli
+
+    return run_benchmark_cli(args)
+
+
+SUBCOMMANDS = [add_info, add_demo, add_train, add_eval, add_predict, add_data]
 
 
 def build_parser() -> argparse.ArgumentParser:

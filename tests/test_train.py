@@ -1,0 +1,204 @@
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from reinlite import cli
+from reinlite.checkpoint import CheckpointError
+from reinlite.train import (ConfigError, NonFiniteLoss, StepBatchSampler, TrainAugment,
+                            build_model, load_config, load_model, load_trainable,
+                            param_groups, poly_lr, read_checkpoint, train)
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def tiny_cfg(tmp_path, **over):
+    cfg = {
+        "name": "tiny", "out_dir": str(tmp_path / "run"), "device": "cpu", "seed": 3,
+        "model": {"backbone": "vit_tiny_patch16_224", "pretrained": False, "img_size": 32,
+                  "patch_size": 8, "backbone_kwargs": {"depth": 4, "embed_dim": 32, "num_heads": 2},
+                  "rein": {"num_tokens": 6, "rank": 4, "query_dim": 32},
+                  "head": {"hidden_dim": 32, "num_layers": 2, "num_heads": 4, "ffn_dim": 64,
+                           "mask_dim": 32, "pixel_decoder": "fpn"}},
+        "loss": {"num_points": 64},
+        "data": {"kind": "random", "crop_size": [32, 32], "random_size": [40, 48],
+                 "random_count": 5, "num_workers": 0},
+        "optim": {"iters": 5, "batch_size": 2, "lr": 1e-3, "grad_clip": 1.0},
+        "train": {"log_every": 1, "ckpt_every": 2, "progress": False},
+    }
+    for k, v in over.items():
+        cfg[k] = {**cfg[k], **v} if isinstance(v, dict) else v
+    return cfg
+
+
+def weights(run_dir):
+    return read_checkpoint(Path(run_dir) / "checkpoint.safetensors")[0]
+
+
+def test_config_errors_name_the_key(tmp_path):
+    with pytest.raises(ConfigError, match=r"'optim.lrr'.*did you mean 'optim.lr'"):
+        load_config({"optim": {"lrr": 1.0}})
+    with pytest.raises(ConfigError, match=r"'optim.iterz'"):
+        load_config({}, ["optim.iterz=3"])
+    with pytest.raises(ConfigError, match=r"'model.rein.rnak'.*did you mean 'model.rein.rank'"):
+        load_config({"model": {"rein": {"rnak": 4}}})
+    with pytest.raises(ConfigError, match="key=value"):
+        load_config({}, ["optim.iters"])
+    with pytest.raises(FileNotFoundError, match="course"):
+        load_config("no_such_config")
+    cfg = load_config({}, ["optim.iters=7", "model.head.pixel_decoder=fpn", "model.rein=null",
+                           "eval.resize=[64,128]"])
+    assert cfg["optim"]["iters"] == 7 and cfg["model"]["head"]["pixel_decoder"] == "fpn"
+    assert cfg["model"]["rein"] is None and cfg["eval"]["resize"] == [64, 128]
+    # a partial rein dict keeps the other defaults (rank 16, query_dim 256)
+    assert load_config({"model": {"rein": {"num_tokens": 10}}})["model"]["rein"]["rank"] == 16
+
+
+def test_shipped_configs_load():
+    for name in ("course", "gta2cs_dinov2_large"):
+        cfg = load_config(name)
+        assert cfg["name"] == name
+    big = load_config("gta2cs_dinov2_large")
+    assert big["optim"]["iters"] == 40000 and big["optim"]["batch_size"] == 4
+    assert big["model"]["head"]["num_layers"] == 9 and big["model"]["head"]["pixel_decoder"] == "msdeform"
+    assert big["eval"]["crop"] == [512, 512] and big["eval"]["stride"] == [341, 341]
+
+
+def test_cli_reports_bad_keys(tmp_path, capsys):
+    path = tmp_path / "c.json"
+    path.write_text(json.dumps({"optim": {"itres": 3}}))
+    assert cli.main(["train", "--config", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert "unknown config key 'optim.itres'" in err and "optim.iters" in err
+
+
+def test_poly_lr_and_param_groups(tmp_path):
+    assert poly_lr(1e-4, 0, 100) == 1e-4
+    assert poly_lr(1e-4, 50, 100) == pytest.approx(1e-4 * 0.5 ** 0.9)
+    assert poly_lr(1e-4, 100, 100) == 0.0
+    torch.manual_seed(0)
+    model = build_model(load_config(tiny_cfg(tmp_path)))
+    decay, no_decay = param_groups(model, 0.05)
+    assert decay["weight_decay"] == 0.05 and no_decay["weight_decay"] == 0.0
+    nd = set(no_decay["names"])
+    assert "backbone.rein.learnable_tokens_a" in nd and "backbone.rein.scale" in nd
+    assert "head.level_embed.weight" in nd and "head.decoder_norm.weight" in nd
+    assert any("lateral.0.1" in n for n in nd)  # GroupNorm found by type
+    assert "head.class_embed.weight" in decay["names"]
+    assert "backbone.rein.mlp_token2feat.weight" in decay["names"]
+    assert not any(n.startswith("backbone.vit.") for n in decay["names"] + no_decay["names"])
+
+
+def test_sampler_is_a_function_of_the_step():
+    full = list(StepBatchSampler(7, 3, 6, seed=1))
+    resumed = list(StepBatchSampler(7, 3, 6, seed=1, start=4))
+    assert full[4:] == resumed
+    ranks = [list(StepBatchSampler(7, 2, 3, seed=1, rank=r, world=2)) for r in (0, 1)]
+    assert [i for i, _ in ranks[0][0] + ranks[1][0]] == [i for i, _ in list(StepBatchSampler(7, 4, 3, seed=1))[0]]
+    # every sample once per epoch
+    idx = [i for b in StepBatchSampler(7, 1, 7, seed=2) for i, _ in b]
+    assert sorted(idx) == list(range(7))
+
+
+def test_augment_shapes_and_determinism():
+    aug = TrainAugment((32, 48), scale_range=(0.5, 2.0))
+    img = torch.randint(0, 255, (3, 40, 60), dtype=torch.uint8)
+    lab = torch.randint(0, 5, (40, 60))
+    a = aug(img, lab, torch.Generator().manual_seed(5))
+    b = aug(img, lab, torch.Generator().manual_seed(5))
+    assert a[0].shape == (3, 32, 48) and a[1].shape == (32, 48) and a[0].dtype == torch.uint8
+    assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
+    small = TrainAugment((64, 64), scale_range=(1.0, 1.0), photometric=False)
+    i2, l2 = small(img, lab, torch.Generator().manual_seed(0))
+    assert i2.shape == (3, 64, 64) and (l2 == 255).any()  # padded with ignore
+
+
+def test_exact_resume_after_a_crash(tmp_path):
+    ref = train(load_config(tiny_cfg(tmp_path, out_dir=str(tmp_path / "ref"))))
+    assert ref["step"] == 5
+
+    def crash(step, losses):
+        if step == 3:
+            raise KeyboardInterrupt("simulated kill")
+
+    cfg = load_config(tiny_cfg(tmp_path, out_dir=str(tmp_path / "b")))
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg, on_step=crash)
+    assert read_checkpoint(tmp_path / "b")[1]["step"] == "2"  # last checkpoint before the crash
+    res = train(cfg)
+    assert res["step"] == 5 and len(res["losses"]) == 3
+    a, b = weights(tmp_path / "ref"), weights(tmp_path / "b")
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+    assert res["losses"] == ref["losses"][2:]
+    # stop_at: a planned stop also resumes exactly
+    cfg_c = load_config(tiny_cfg(tmp_path, out_dir=str(tmp_path / "c")))
+    assert train(cfg_c, stop_at=3)["step"] == 3
+    train(cfg_c)
+    c = weights(tmp_path / "c")
+    assert all(torch.equal(a[k], c[k]) for k in a)
+    lines = (tmp_path / "c" / "log.jsonl").read_text().splitlines()
+    assert [json.loads(x)["step"] for x in lines] == [1, 2, 3, 4, 5]
+
+
+def test_non_finite_loss_stops_and_keeps_checkpoint(tmp_path, monkeypatch):
+    import reinlite.train as T
+
+    orig = T.build_criterion
+
+    def bad_criterion(cfg):
+        crit = orig(cfg)
+        calls = {"n": 0}
+        fwd = crit.forward
+
+        def forward(outputs, targets):
+            losses = fwd(outputs, targets)
+            calls["n"] += 1
+            if calls["n"] >= 4:
+                losses["loss"] = losses["loss"] * float("nan")
+            return losses
+
+        crit.forward = forward
+        return crit
+
+    monkeypatch.setattr(T, "build_criterion", bad_criterion)
+    cfg = load_config(tiny_cfg(tmp_path))
+    with pytest.raises(NonFiniteLoss, match=r"at step 3.*last good checkpoint .*step 2"):
+        train(cfg)
+    w, meta = read_checkpoint(tmp_path / "run")
+    assert meta["step"] == "2" and all(torch.isfinite(v).all() for v in w.values())
+
+
+def test_checkpoint_of_another_model_lists_keys(tmp_path):
+    cfg = load_config(tiny_cfg(tmp_path, optim={"iters": 1}))
+    train(cfg)
+    model, _ = load_model(tmp_path / "run")  # its own config: loads
+    other = load_config(tiny_cfg(tmp_path), ["model.rein.rank=null", "model.head.num_layers=3"])
+    torch.manual_seed(0)
+    with pytest.raises(CheckpointError) as err:
+        load_trainable(build_model(other), weights(tmp_path / "run"), "ckpt")
+    msg = str(err.value)
+    assert "missing keys" in msg and "backbone.rein.learnable_tokens" in msg
+    assert "unexpected keys" in msg and "backbone.rein.learnable_tokens_a" in msg
+    assert "head.layers.2" in msg
+
+
+def test_ddp_two_gloo_processes(tmp_path):
+    cfg = tiny_cfg(tmp_path, optim={"iters": 3, "batch_size": 1}, train={"ckpt_every": 3},
+                   data={"crop_size": [64, 64]})
+    path = tmp_path / "ddp.json"
+    path.write_text(json.dumps(cfg))
+    env = dict(os.environ, OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1")
+    proc = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+         "-m", "reinlite.cli", "train", "--config", str(path)],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=180)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    w, meta = read_checkpoint(tmp_path / "run")
+    assert meta["step"] == "3"
+    assert all(torch.isfinite(v).all() for v in w.values())
