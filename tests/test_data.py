@@ -1,0 +1,199 @@
+"""reinlite.data: class tables, the benchmark through the real loaders, bad input, transforms, HF."""
+import hashlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from reinlite.data import classes as C
+from reinlite.data import datasets as D
+from reinlite.data import transforms as T
+from reinlite.data.benchmark import benchmark_datasets, write_benchmark
+
+
+def tree_digest(root):
+    h = hashlib.sha256()
+    for p in sorted(Path(root).rglob("*")):
+        if p.is_file():
+            h.update(str(p.relative_to(root)).encode())
+            h.update(p.read_bytes())
+    return h.hexdigest()
+
+
+@pytest.fixture(scope="module")
+def bench(tmp_path_factory):
+    root = tmp_path_factory.mktemp("bench")
+    write_benchmark(root, seed=3, source=6, target=3, size=(32, 64), workers=1, progress=False)
+    return root
+
+
+# ------------------------------------------------------------------------- classes
+def test_class_table():
+    assert len(C.CLASSES) == 19 and C.PALETTE.shape == (19, 3)
+    ids = np.array([[7, 8, 26, 33], [0, 1, 34, 255]], np.uint8)
+    assert C.map_ids(ids, C.CITYSCAPES_LUT).tolist() == [[0, 1, 13, 18], [255] * 4]
+    assert C.map_ids(np.array([3, 21, 22, 0, 300], np.uint16), C.SYNTHIA_LUT).tolist() == [0, 3, 255, 255, 255]
+    assert C.map_ids(np.array([0, 18, 19, 255], np.uint8), C.TRAIN_ID_LUT).tolist() == [0, 18, 255, 255]
+    lut = C.mapillary_lut()
+    names = [n for n, _ in C.MAPILLARY_V12]
+    assert len(names) == 66
+    assert lut[names.index("construction--flat--road")] == 0
+    assert lut[names.index("human--rider--motorcyclist")] == 12
+    assert lut[names.index("object--traffic-sign--back")] == 255
+    assert lut[names.index("void--unlabeled")] == 255
+    # by name: a config listing the classes in another order maps accordingly
+    lut2 = C.mapillary_lut(["nature--sky", "something--new", "object--vehicle--car"])
+    assert lut2[:4].tolist() == [10, 255, 13, 255]
+    assert C.colorize(torch.tensor([[0, 255]])).shape == (1, 2, 3)
+
+
+# ------------------------------------------------------------------------- benchmark
+def test_benchmark_is_deterministic(tmp_path, bench):
+    write_benchmark(tmp_path / "b", seed=3, source=6, target=3, size=(32, 64), workers=2, progress=False)
+    assert tree_digest(tmp_path / "b") == tree_digest(bench)   # same bytes, any worker count
+    write_benchmark(tmp_path / "c", seed=4, source=6, target=3, size=(32, 64), workers=1, progress=False)
+    assert tree_digest(tmp_path / "c") != tree_digest(bench)
+
+
+def test_benchmark_through_real_loaders(bench):
+    assert (bench / "gta" / "images" / "00001.png").is_file()
+    assert (bench / "cityscapes" / "gtFine" / "val" / "frankfurt" /
+            "frankfurt_000000_000019_gtFine_labelIds.png").is_file()
+    ds = benchmark_datasets(bench)
+    assert {k: len(v) for k, v in ds.items()} == dict(gta=6, gta_val=3, cityscapes=3, bdd100k=3,
+                                                      mapillary=3, acdc=3)
+    for name, d in ds.items():
+        img, mask = d[0]
+        assert img.shape == (3, 32, 64) and img.dtype == torch.float32, name
+        assert mask.shape == (32, 64) and mask.dtype == torch.int64, name
+        vals = set(mask.unique().tolist())
+        assert vals <= set(range(19)) | {255}, (name, vals)
+    # the GTA5 labels are palette PNGs of label ids, as in the real download
+    assert Image.open(bench / "gta" / "labels" / "00001.png").mode == "P"
+
+
+# ------------------------------------------------------------------------- bad input
+def _png(path, arr):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(arr).save(path)
+
+
+def _gta(root, n=2, size=(8, 12)):
+    for i in range(n):
+        _png(root / "images" / f"{i + 1:05d}.png", np.zeros(size + (3,), np.uint8))
+        _png(root / "labels" / f"{i + 1:05d}.png", np.full(size, 7, np.uint8))
+
+
+def test_missing_root_names_layout(tmp_path):
+    for cls in (D.GTA5, D.SYNTHIA, D.Cityscapes, D.BDD100K, D.Mapillary, D.ACDC):
+        with pytest.raises(FileNotFoundError, match="expected layout"):
+            cls(tmp_path / "nope")
+    with pytest.raises(FileNotFoundError, match="images/00001.png"):
+        D.GTA5(tmp_path)  # exists but empty
+
+
+def test_image_without_label(tmp_path):
+    _gta(tmp_path, 3)
+    (tmp_path / "labels" / "00002.png").unlink()
+    with pytest.raises(FileNotFoundError, match="00002.png"):
+        D.GTA5(tmp_path)
+    ds = D.GTA5(tmp_path, missing="skip")
+    assert len(ds) == 2 and ds.skipped == 1
+
+
+def test_corrupt_and_mismatched_files_are_named(tmp_path):
+    _gta(tmp_path, 3)
+    (tmp_path / "images" / "00001.png").write_bytes(b"not a png")
+    _png(tmp_path / "labels" / "00002.png", np.full((9, 12), 7, np.uint8))
+    _png(tmp_path / "labels" / "00003.png", np.zeros((8, 12, 3), np.uint8))
+    ds = D.GTA5(tmp_path)
+    with pytest.raises(ValueError, match="00001.png"):
+        ds[0]
+    with pytest.raises(ValueError, match=r"00002.png.*12x9"):
+        ds[1]
+    with pytest.raises(ValueError, match="00003.png.*single-channel"):
+        ds[2]
+
+
+def test_unknown_ids_become_ignore(tmp_path):
+    _gta(tmp_path, 1)
+    _png(tmp_path / "labels" / "00001.png", np.array([[7, 5, 200, 33]] * 2, np.uint8))
+    _png(tmp_path / "images" / "00001.png", np.zeros((2, 4, 3), np.uint8))
+    _, mask = D.GTA5(tmp_path)[0]
+    assert mask[0].tolist() == [0, 255, 255, 18]
+
+
+def test_prepared_train_ids_take_precedence(tmp_path):
+    _gta(tmp_path, 1)
+    _png(tmp_path / "labels" / "00001_labelTrainIds.png", np.full((8, 12), 5, np.uint8))
+    assert D.GTA5(tmp_path)[0][1].unique().tolist() == [5]
+
+
+# ------------------------------------------------------------------------- transforms
+def test_train_transforms_shapes_and_padding():
+    torch.manual_seed(0)
+    img = np.random.default_rng(0).integers(0, 255, (40, 80, 3), dtype=np.uint8)
+    mask = np.zeros((40, 80), np.uint8)
+    mask[:, 40:] = 13
+    tf = T.train_transforms(crop_size=(32, 32))
+    for _ in range(5):
+        x, y = tf(img, mask)
+        assert x.shape == (3, 32, 32) and x.dtype == torch.float32
+        assert y.shape == (32, 32) and y.dtype == torch.int64
+        assert set(y.unique().tolist()) <= {0, 13, 255}
+    # an image smaller than the crop is padded: image 0 (before normalisation), label 255
+    small = T.Compose([T.Pad((16, 16)), T.ToTensorNormalize()])
+    x, y = small(img[:10, :12], mask[:10, :12])
+    assert x.shape == (3, 16, 16) and (y[10:] == 255).all() and (y[:, 12:] == 255).all()
+    assert T.denormalize(x)[:, 12:, 12:].abs().max() < 1e-6
+
+
+def test_random_crop_respects_cat_max_ratio():
+    torch.manual_seed(0)
+    mask = np.zeros((64, 64), np.uint8)
+    mask[:, 56:] = 1                        # class 1 only in a thin strip at the right
+    crop = T.RandomCrop((16, 16), cat_max_ratio=0.75)
+    hits = sum(len(np.unique(crop(np.zeros((64, 64, 3), np.uint8), mask)[1])) > 1 for _ in range(30))
+    no_ratio = T.RandomCrop((16, 16), cat_max_ratio=1.0)
+    hits0 = sum(len(np.unique(no_ratio(np.zeros((64, 64, 3), np.uint8), mask)[1])) > 1 for _ in range(30))
+    assert hits > hits0
+
+
+def test_photometric_and_resize_keep_labels():
+    torch.manual_seed(1)
+    img = np.random.default_rng(0).integers(0, 255, (20, 30, 3), dtype=np.uint8)
+    mask = np.random.default_rng(1).integers(0, 19, (20, 30)).astype(np.uint8)
+    out, m = T.PhotoMetricDistortion()(img, mask)
+    assert out.dtype == np.uint8 and out.shape == img.shape and m is mask
+    r, m2 = T.RandomShortSideResize([10])(img, mask)
+    assert r.shape == (10, 15, 3) and set(np.unique(m2)) <= set(np.unique(mask))
+    x, y = T.eval_transforms((10, 16))(img, mask)
+    assert x.shape == (3, 10, 16) and y.shape == (20, 30)
+
+
+# ------------------------------------------------------------------------- Hugging Face
+def test_hf_round_trip(tmp_path, bench):
+    from reinlite.data.hf import load_hf_dataset, to_hf_dataset
+
+    ds = benchmark_datasets(bench)["mapillary"]
+    to_hf_dataset(ds, tmp_path / "hf")
+    back = load_hf_dataset(tmp_path / "hf")
+    assert len(back) == len(ds)
+    for i in range(len(ds)):
+        a, b = ds[i], back[i]
+        assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
+    with pytest.raises(FileNotFoundError, match="no saved"):
+        load_hf_dataset(tmp_path / "missing")
+
+
+# ------------------------------------------------------------------------- CLI
+def test_cli_data_benchmark(tmp_path, capsys):
+    from reinlite.cli import main
+
+    rc = main(["data", "benchmark", "--out", str(tmp_path / "b"), "--source", "2", "--target", "1",
+               "--size", "16", "32", "--workers", "1"])
+    assert rc == 0
+    assert "wrote" in capsys.readouterr().out
+    assert len(benchmark_datasets(tmp_path / "b")["gta"]) == 2
