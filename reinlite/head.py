@@ -49,8 +49,10 @@ __all__ = [
 
 
 def _norm(channels: int) -> nn.GroupNorm:
-    """GroupNorm with 32 groups (Mask2Former), fewer when ``channels`` is not divisible."""
-    return nn.GroupNorm(math.gcd(32, channels), channels)
+    """GroupNorm as in Mask2Former (32 groups of 8 channels at 256): at most 32 groups, at
+    least 8 channels per group (so narrow heads still normalise over several channels)."""
+    groups = max(g for g in range(1, 33) if channels % g == 0 and channels // g >= min(8, channels))
+    return nn.GroupNorm(groups, channels)
 
 
 def sine_positional_encoding(x: torch.Tensor, num_feats: Optional[int] = None,
@@ -420,6 +422,8 @@ class Mask2FormerHead(nn.Module):
                                  f"num_queries={self.num_queries}")
         elif queries is not None:
             raise ValueError("this head was built with query_source='learned'; pass queries=None")
+        if len(feats) != 4:
+            raise ValueError(f"the head needs 4 feature maps (strides 4, 8, 16, 32), got {len(feats)}")
         mask_features, ms = self.pixel_decoder(feats)
         b = mask_features.shape[0]
         mems, mem_pos, sizes = [], [], []

@@ -129,7 +129,6 @@ DEFAULTS: dict[str, Any] = {
         "crop": [512, 512],
         "stride": [341, 341],
         "resize": None,             # [H, W] before inference, or {domain: [H, W]}; None: native
-        "batch_size": 1,
         "max_images": None,         # evaluate on the first N images of each domain
     },
 }
@@ -378,14 +377,24 @@ class RandomShapesDataset(torch.utils.data.Dataset):
         return dict(image=image.clamp(0, 255).to(torch.uint8), label=label, name=f"shape_{i:04d}")
 
 
-def _sample(item) -> tuple[Any, Any, str]:
-    """(image, label, name) of a dataset item: a dict with image/label(/name) or a tuple."""
-    if isinstance(item, dict):
-        image = item.get("image", item.get("img"))
-        label = item.get("label", item.get("seg", item.get("mask")))
-        return image, label, str(item.get("name", item.get("path", "")))
-    image, label = item[0], item[1]
-    return image, label, str(item[2]) if len(item) > 2 else ""
+def load_sample(dataset, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(uint8 image [3, H, W], long train ids [H, W]) of item ``index`` of any dataset whose
+    items are dict(image, label) or (image, label) pairs; a reinlite.data folder dataset is
+    read through its ``load`` (uint8 arrays, no transform)."""
+    if hasattr(dataset, "load"):
+        image, label = dataset.load(index)
+    else:
+        item = dataset[index]
+        if isinstance(item, dict):
+            image, label = item["image"], item["label"]
+        else:
+            image, label = item[0], item[1]
+    image = torch.as_tensor(image)
+    if image.ndim == 3 and image.shape[-1] == 3 and image.shape[0] != 3:
+        image = image.permute(2, 0, 1)
+    if image.is_floating_point():  # [0, 1] floats (the folder datasets' default transform)
+        image = (image * 255.0).round().clamp(0, 255)
+    return image.contiguous().to(torch.uint8), torch.as_tensor(label).long()
 
 
 class AugmentedDataset(torch.utils.data.Dataset):
@@ -400,7 +409,7 @@ class AugmentedDataset(torch.utils.data.Dataset):
 
     def __getitem__(self, key):
         index, seed = key
-        image, label, _ = _sample(self.dataset[index])
+        image, label = load_sample(self.dataset, index)
         g = torch.Generator().manual_seed(int(seed))
         return self.augment(image, label, g)
 
@@ -456,16 +465,28 @@ def build_dataset(cfg: dict, domain: str, split: str):
         seed = _mix(cfg["seed"], domain, split) % 100000
         return RandomShapesDataset(d["random_count"], d["random_size"],
                                    cfg["model"]["head"]["num_classes"], seed=seed)
-    if kind in ("benchmark", "folders"):
-        from . import data as rdata
+    if kind == "benchmark":
+        from .data.benchmark import benchmark_datasets
+
+        root = d["roots"].get(domain, d["root"]) if d["roots"] else d["root"]
+        sets = benchmark_datasets(root)
+        key = domain if not (domain == "gta" and split == "val") else "gta_val"
+        if key not in sets:
+            raise ConfigError(f"domain {domain!r} is not in the benchmark at {root} "
+                              f"(it has {', '.join(sorted(sets))})")
+        return sets[key]
+    if kind == "folders":
+        from .data.datasets import build_dataset as folder_dataset
 
         root = d["roots"].get(domain) if d["roots"] else None
         if root is None:
-            root = d["root"]
-        getter = getattr(rdata, "build_dataset", None)
-        if getter is None:
-            raise ConfigError("reinlite.data has no build_dataset(); cannot read the benchmark")
-        return getter(domain, root=root, split=split)
+            raise ConfigError(f"data.roots has no folder for domain {domain!r}")
+        name = {"gta": "gta5"}.get(domain, domain)
+        if name == "synthia":
+            return folder_dataset(name, root)
+        if name == "mapillary" and split == "val":
+            split = "validation"
+        return folder_dataset(name, root, split=split)
     raise ConfigError(f"unknown data.kind {kind!r}: use benchmark, folders or random")
 
 

@@ -1,0 +1,311 @@
+"""Evaluation: slide-window inference, confusion matrices, per-class IoU, per-domain mIoU.
+
+    reinlite eval --checkpoint runs/course [--domains cityscapes bdd100k] [key=value ...]
+    reinlite predict street.png --checkpoint runs/course [--out DIR]
+
+IoU of class k from the confusion matrix M (rows: true class, columns: predicted):
+    IoU_k = M[k, k] / (sum_j M[k, j] + sum_i M[i, k] - M[k, k])
+mIoU = the mean over classes whose union is not empty (mmseg's nanmean: a class absent from
+both the labels and the predictions of a domain does not count), reported in percent.
+
+Slide-window inference (the release: resize to 1024 x 512, crop 512, stride 341): windows
+of ``crop`` placed every ``stride`` (the last one flush with the border), per-window class
+scores summed and divided by the number of windows covering each pixel.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+import time
+from pathlib import Path
+from typing import Optional, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .train import (Segmentor, build_dataset, load_config, load_model, load_sample,
+                    normalize, out_dir_of)
+
+
+# ----------------------------------------------------------------------------------------
+# Metric
+# ----------------------------------------------------------------------------------------
+def confusion_matrix(pred: torch.Tensor, target: torch.Tensor, num_classes: int,
+                     ignore_index: int = 255) -> torch.Tensor:
+    """[K, K] int64 counts, M[t, p] = number of pixels of true class t predicted as p
+    (pixels labelled ``ignore_index`` or outside 0..K-1 are skipped)."""
+    pred, target = pred.reshape(-1).long(), target.reshape(-1).long()
+    keep = (target != ignore_index) & (target >= 0) & (target < num_classes)
+    idx = target[keep] * num_classes + pred[keep].clamp(0, num_classes - 1)
+    return torch.bincount(idx, minlength=num_classes * num_classes).view(num_classes, num_classes).cpu()
+
+
+def iou_from_confusion(cm) -> np.ndarray:
+    """Per-class IoU in [0, 1] from a confusion matrix; NaN where the union is empty."""
+    cm = np.asarray(cm, dtype=np.float64)
+    inter = np.diag(cm)
+    union = cm.sum(0) + cm.sum(1) - inter
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(union > 0, inter / union, np.nan)
+
+
+def mean_iou(cm) -> float:
+    """mIoU in percent (nanmean over classes)."""
+    iou = iou_from_confusion(cm)
+    return float(np.nanmean(iou) * 100) if np.isfinite(iou).any() else float("nan")
+
+
+# ----------------------------------------------------------------------------------------
+# Inference
+# ----------------------------------------------------------------------------------------
+def _patch_multiple(model) -> int:
+    bb = getattr(model, "backbone", None)
+    return int(getattr(bb, "patch_size", 1) or 1)
+
+
+def _padded_predict(model: Segmentor, x: torch.Tensor, multiple: int) -> torch.Tensor:
+    """Scores [B, K, h, w] of x [B, 3, h, w]; pads to a multiple of ``multiple`` first."""
+    h, w = x.shape[-2:]
+    ph, pw = (-h) % multiple, (-w) % multiple
+    if ph or pw:
+        x = F.pad(x, (0, pw, 0, ph))
+    return model.predict(x)[..., :h, :w].float()
+
+
+@torch.no_grad()
+def slide_inference(model: Segmentor, image: torch.Tensor, crop: Sequence[int],
+                    stride: Sequence[int], num_classes: int, multiple: Optional[int] = None) -> torch.Tensor:
+    """Class scores [B, K, H, W] of a normalised image [B, 3, H, W] by sliding windows.
+
+    Rows of windows: ceil((H - crop_h) / stride_h) + 1 (at least 1), the last window flush
+    with the bottom edge; likewise for columns. A window larger than the image is the image.
+    """
+    b, _, h, w = image.shape
+    ch, cw = min(int(crop[0]), h), min(int(crop[1]), w)
+    sh, sw = int(stride[0]), int(stride[1])
+    rows = max(math.ceil((h - ch) / sh), 0) + 1
+    cols = max(math.ceil((w - cw) / sw), 0) + 1
+    multiple = multiple or _patch_multiple(model)
+    scores = image.new_zeros((b, num_classes, h, w), dtype=torch.float32)
+    count = image.new_zeros((1, 1, h, w), dtype=torch.float32)
+    for r in range(rows):
+        for c in range(cols):
+            y1 = min(r * sh, h - ch)
+            x1 = min(c * sw, w - cw)
+            win = image[:, :, y1:y1 + ch, x1:x1 + cw]
+            scores[:, :, y1:y1 + ch, x1:x1 + cw] += _padded_predict(model, win, multiple)
+            count[:, :, y1:y1 + ch, x1:x1 + cw] += 1
+    return scores / count
+
+
+@torch.no_grad()
+def infer(model: Segmentor, image_uint8: torch.Tensor, mode: str = "whole", crop=(512, 512),
+          stride=(341, 341), resize: Optional[Sequence[int]] = None, num_classes: int = 19,
+          amp: bool = False) -> torch.Tensor:
+    """Predicted train ids [H, W] of one uint8 image [3, H, W] at its own size.
+
+    ``resize`` (H', W'): run the model at that size and resize the scores back (bilinear).
+    """
+    device = next(model.parameters()).device
+    x = normalize(image_uint8.to(device))[None]
+    h, w = x.shape[-2:]
+    if resize is not None and tuple(resize) != (h, w):
+        x = F.interpolate(x, size=tuple(int(v) for v in resize), mode="bilinear", align_corners=False)
+    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+        if mode == "slide":
+            scores = slide_inference(model, x, crop, stride, num_classes)
+        elif mode == "whole":
+            scores = _padded_predict(model, x, _patch_multiple(model))
+        else:
+            raise ValueError(f"eval.mode must be 'slide' or 'whole', got {mode!r}")
+    if scores.shape[-2:] != (h, w):
+        scores = F.interpolate(scores, size=(h, w), mode="bilinear", align_corners=False)
+    return scores[0].argmax(0)
+
+
+def _domain_resize(cfg_eval: dict, domain: str):
+    r = cfg_eval.get("resize")
+    if isinstance(r, dict):
+        r = r.get(domain)
+    return r
+
+
+@torch.no_grad()
+def evaluate_dataset(model: Segmentor, dataset, cfg: dict, domain: str = "",
+                     progress: bool = True) -> torch.Tensor:
+    """Confusion matrix [K, K] of the model on a dataset (items via train.load_sample)."""
+    e = cfg["eval"]
+    k = cfg["model"]["head"]["num_classes"]
+    device = next(model.parameters()).device
+    amp = cfg["amp"] == "bf16" or (cfg["amp"] == "auto" and device.type == "cuda")
+    n = len(dataset) if e["max_images"] is None else min(len(dataset), int(e["max_images"]))
+    cm = torch.zeros(k, k, dtype=torch.long)
+    it = range(n)
+    if progress:
+        from tqdm import tqdm
+        it = tqdm(it, desc=f"eval {domain}", dynamic_ncols=True, leave=False)
+    model.eval()
+    for i in it:
+        image, label = load_sample(dataset, i)
+        pred = infer(model, image, e["mode"], e["crop"], e["stride"], _domain_resize(e, domain), k, amp)
+        cm += confusion_matrix(pred.cpu(), label, k)
+    return cm
+
+
+def evaluate(model: Segmentor, cfg: dict, domains: Optional[Sequence[str]] = None,
+             out_dir: Optional[str | Path] = None, progress: bool = True) -> dict:
+    """Evaluate on each domain; returns {"domains": {d: {"miou", "iou", "images"}},
+    "mean": mean mIoU of the target domains, "table": markdown}. With ``out_dir``, writes
+    metrics.json, results.md, confusion.png and miou.png there."""
+    from .data.classes import CLASSES
+
+    d = cfg["data"]
+    domains = list(domains) if domains else list(d["targets"])
+    results, cms = {}, {}
+    t0 = time.perf_counter()
+    for dom in domains:
+        ds = build_dataset(cfg, dom, d["target_split"])
+        cm = evaluate_dataset(model, ds, cfg, dom, progress)
+        cms[dom] = cm.numpy()
+        iou = iou_from_confusion(cms[dom])
+        n = len(ds) if cfg["eval"]["max_images"] is None else min(len(ds), cfg["eval"]["max_images"])
+        results[dom] = dict(miou=mean_iou(cms[dom]), images=n,
+                            iou={c: (None if np.isnan(v) else round(float(v) * 100, 2))
+                                 for c, v in zip(CLASSES, iou)})
+    targets = [x for x in domains if x != d["source"]]
+    mean = float(np.mean([results[x]["miou"] for x in targets])) if targets else float("nan")
+    out = dict(domains=results, mean=mean, targets=targets, seconds=time.perf_counter() - t0)
+    out["table"] = format_table(out)
+    if out_dir is not None:
+        from .viz import confusion_figure, miou_bar_figure
+
+        out_dir = Path(out_dir)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        (out_dir / "metrics.json").write_text(json.dumps(
+            {k: v for k, v in out.items() if k != "table"}, indent=1) + "\n")
+        (out_dir / "results.md").write_text(out["table"] + "\n")
+        names = [c for c in CLASSES]
+        confusion_figure(cms, names, out_dir / "confusion.png",
+                         mious={k: v["miou"] for k, v in results.items()})
+        bars = {k: v["miou"] for k, v in results.items()}
+        if targets:
+            bars["mean (targets)"] = mean
+        miou_bar_figure(bars, out_dir / "miou.png")
+        out["files"] = [str(out_dir / f) for f in ("metrics.json", "results.md", "confusion.png", "miou.png")]
+    return out
+
+
+def format_table(res: dict) -> str:
+    """Markdown: a row of per-domain mIoU (+ the target mean), then per-class IoU."""
+    doms = list(res["domains"])
+    head = "| | " + " | ".join(doms) + (" | mean (targets) |" if res.get("targets") else " |")
+    sep = "|---|" + "---:|" * (len(doms) + (1 if res.get("targets") else 0))
+    row = "| mIoU | " + " | ".join(f"{res['domains'][x]['miou']:.1f}" for x in doms)
+    row += f" | {res['mean']:.1f} |" if res.get("targets") else " |"
+    lines = [head, sep, row]
+    classes = list(next(iter(res["domains"].values()))["iou"]) if doms else []
+    for c in classes:
+        vals = [res["domains"][x]["iou"][c] for x in doms]
+        cells = ["-" if v is None else f"{v:.1f}" for v in vals]
+        lines.append(f"| {c} | " + " | ".join(cells) + (" | |" if res.get("targets") else " |"))
+    return "\n".join(lines)
+
+
+# ----------------------------------------------------------------------------------------
+# Command line
+# ----------------------------------------------------------------------------------------
+def _model_from_args(args):
+    if not Path(args.checkpoint).exists():
+        raise FileNotFoundError(f"checkpoint not found: {args.checkpoint}")
+    cfg = load_config(args.config, getattr(args, "overrides", ()) or ()) if getattr(args, "config", None) else None
+    model, cfg = load_model(args.checkpoint, cfg, () if cfg else (getattr(args, "overrides", ()) or ()))
+    device = torch.device("cuda" if torch.cuda.is_available() and cfg["device"] != "cpu" else "cpu")
+    return model.to(device), cfg
+
+
+def run_eval_cli(args) -> int:
+    """`reinlite eval --checkpoint CKPT [--domains ...] [--out DIR] [key=value ...]`."""
+    model, cfg = _model_from_args(args)
+    ckpt = Path(args.checkpoint)
+    out_dir = Path(args.out) if args.out else (ckpt if ckpt.is_dir() else ckpt.parent) / "eval"
+    res = evaluate(model, cfg, args.domains, out_dir)
+    print(res["table"])
+    print(f"\nmean mIoU over {', '.join(res['targets'])}: {res['mean']:.1f}  "
+          f"({res['seconds']:.0f} s); figures and metrics in {out_dir}")
+    return 0
+
+
+def predict_files(model: Segmentor, cfg: dict, paths: Sequence[str | Path],
+                  out: Optional[str | Path] = None, alpha: float = 0.5) -> list[Path]:
+    """Write ``<stem>_pred.png`` (overlay) for each image, next to it or in ``out``."""
+    from PIL import Image
+
+    from .viz import overlay
+
+    e = cfg["eval"]
+    k = cfg["model"]["head"]["num_classes"]
+    written = []
+    for p in paths:
+        p = Path(p)
+        if not p.is_file():
+            raise FileNotFoundError(f"image not found: {p}")
+        try:
+            img = np.asarray(Image.open(p).convert("RGB"))
+        except Exception as err:
+            raise ValueError(f"{p}: not an image PIL can read ({err})") from err
+        resize = e["resize"] if not isinstance(e["resize"], dict) else None
+        pred = infer(model, torch.from_numpy(img).permute(2, 0, 1).contiguous(), e["mode"],
+                     e["crop"], e["stride"], resize, k)
+        target = (Path(out) if out else p.parent) / f"{p.stem}_pred.png"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(overlay(img, pred.cpu().numpy(), alpha)).save(target)
+        written.append(target)
+    return written
+
+
+def run_predict_cli(args) -> int:
+    """`reinlite predict IMAGE ... --checkpoint CKPT [--out DIR] [--alpha A]`."""
+    missing = [p for p in args.images if not Path(p).is_file()]
+    if missing:
+        raise FileNotFoundError(f"image not found: {', '.join(missing)}")
+    model, cfg = _model_from_args(args)
+    for path in predict_files(model, cfg, args.images, args.out, args.alpha):
+        print(path)
+    return 0
+
+
+# ----------------------------------------------------------------------------------------
+# The main job (make demo)
+# ----------------------------------------------------------------------------------------
+def run_demo(config: str = "course", overrides: Sequence[str] = (), eval_source: bool = True) -> dict:
+    """Write the benchmark if missing, train with ``config`` (resuming a finished run is a
+    no-op), evaluate on the source's held-out split and every target domain, print the
+    table and save the figures under ``<out_dir>/eval``. Returns the evaluation dict."""
+    from .train import train
+
+    cfg = load_config(config, overrides)
+    d = cfg["data"]
+    t0 = time.perf_counter()
+    if d["kind"] == "benchmark" and not (Path(d["root"]) / "benchmark.json").is_file():
+        from .data.benchmark import write_benchmark
+
+        print(f"writing the embedded benchmark to {d['root']} ...", file=sys.stderr)
+        write_benchmark(d["root"])
+    t1 = time.perf_counter()
+    result = train(cfg)
+    t2 = time.perf_counter()
+    model, _ = load_model(result["checkpoint"], cfg)
+    domains = ([d["source"]] if eval_source else []) + list(d["targets"])
+    out_dir = out_dir_of(cfg) / "eval"
+    res = evaluate(model, cfg, domains, out_dir)
+    t3 = time.perf_counter()
+    print(res["table"])
+    print(f"\nmean mIoU over the unseen target domains ({', '.join(res['targets'])}): {res['mean']:.1f}")
+    print(f"time: benchmark {t1 - t0:.0f} s, training {t2 - t1:.0f} s ({result['step']} steps), "
+          f"evaluation {t3 - t2:.0f} s, total {t3 - t0:.0f} s")
+    print(f"figures: {out_dir / 'confusion.png'}, {out_dir / 'miou.png'}")
+    res["timing"] = dict(benchmark=t1 - t0, train=t2 - t1, eval=t3 - t2, total=t3 - t0)
+    return res

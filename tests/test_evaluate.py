@@ -1,0 +1,141 @@
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from reinlite import cli
+from reinlite.evaluate import (confusion_matrix, evaluate, format_table, infer,
+                               iou_from_confusion, mean_iou, predict_files, slide_inference)
+from reinlite.train import load_config, load_model, train
+from reinlite.viz import normalize_confusion, overlay
+
+
+def test_confusion_and_iou_by_hand():
+    # K = 3; 255 is ignored
+    target = torch.tensor([0, 0, 0, 1, 1, 2, 255, 255])
+    pred = torch.tensor([0, 0, 1, 1, 2, 2, 0, 1])
+    cm = confusion_matrix(pred, target, 3)
+    expected = np.array([[2, 1, 0],   # class 0: 2 right, 1 as class 1
+                         [0, 1, 1],   # class 1: 1 right, 1 as class 2
+                         [0, 0, 1]])  # class 2: 1 right
+    assert cm.tolist() == expected.tolist()
+    iou = iou_from_confusion(cm)
+    # IoU_0 = 2 / (3 + 2 - 2) = 2/3; IoU_1 = 1 / (2 + 2 - 1) = 1/3; IoU_2 = 1 / (1 + 2 - 1) = 1/2
+    np.testing.assert_allclose(iou, [2 / 3, 1 / 3, 1 / 2])
+    assert mean_iou(cm) == pytest.approx(100 * (2 / 3 + 1 / 3 + 1 / 2) / 3)
+
+
+def test_absent_class_is_not_counted_but_false_positive_is():
+    cm = np.array([[5, 0, 0], [0, 0, 0], [0, 0, 0]])
+    assert np.isnan(iou_from_confusion(cm)[1:]).all()
+    assert mean_iou(cm) == pytest.approx(100.0)
+    cm_fp = np.array([[4, 0, 1], [0, 0, 0], [0, 0, 0]])  # class 2 predicted, never true: IoU 0
+    assert mean_iou(cm_fp) == pytest.approx(100 * (0.8 + 0.0) / 2)
+    assert normalize_confusion(cm_fp)[0].tolist() == [0.8, 0.0, 0.2]
+
+
+class EchoModel(torch.nn.Module):
+    """predict(x) = x: the 'scores' of a window are its own pixels, so any correct
+    slide-window average reproduces the image."""
+
+    def __init__(self):
+        super().__init__()
+        self.w = torch.nn.Parameter(torch.zeros(1))
+        self.calls = []
+
+    def predict(self, x):
+        self.calls.append(tuple(x.shape[-2:]))
+        return x
+
+
+@pytest.mark.parametrize("size,crop,stride", [((20, 30), (8, 12), (5, 7)), ((16, 16), (32, 32), (8, 8)),
+                                              ((24, 40), (8, 8), (8, 8))])
+def test_slide_inference_covers_and_averages(size, crop, stride):
+    model = EchoModel()
+    img = torch.randn(1, 3, *size)
+    out = slide_inference(model, img, crop, stride, num_classes=3, multiple=1)
+    torch.testing.assert_close(out, img)
+    h, w = size
+    ch, cw = min(crop[0], h), min(crop[1], w)
+    rows = max(math.ceil((h - ch) / stride[0]), 0) + 1
+    cols = max(math.ceil((w - cw) / stride[1]), 0) + 1
+    assert len(model.calls) == rows * cols and set(model.calls) == {(ch, cw)}
+
+
+def test_slide_pads_to_patch_multiple():
+    model = EchoModel()
+    img = torch.randn(1, 3, 20, 30)
+    out = slide_inference(model, img, (12, 12), (8, 8), num_classes=3, multiple=8)
+    torch.testing.assert_close(out, img)
+    assert set(model.calls) == {(16, 16)}
+
+
+def test_overlay_keeps_ignored_pixels():
+    img = np.full((2, 2, 3), 100, np.uint8)
+    ids = np.array([[0, 255], [10, 255]])
+    out = overlay(img, ids, alpha=1.0)
+    assert out[0, 1].tolist() == [100, 100, 100]
+    assert out[0, 0].tolist() == [128, 64, 128]  # road colour
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("eval")
+    cfg = {
+        "name": "tiny", "out_dir": str(tmp / "run"), "device": "cpu", "seed": 1,
+        "model": {"backbone": "vit_tiny_patch16_224", "pretrained": False, "img_size": 32,
+                  "patch_size": 8, "backbone_kwargs": {"depth": 4, "embed_dim": 32, "num_heads": 2},
+                  "rein": {"num_tokens": 4, "rank": 4, "query_dim": 32},
+                  "head": {"hidden_dim": 32, "num_layers": 1, "num_heads": 4, "ffn_dim": 32,
+                           "mask_dim": 32, "pixel_decoder": "fpn"}},
+        "loss": {"num_points": 32},
+        "data": {"kind": "random", "crop_size": [32, 32], "random_size": [40, 56], "random_count": 3,
+                 "num_workers": 0, "targets": ["cityscapes", "bdd100k"]},
+        "optim": {"iters": 2, "batch_size": 2},
+        "train": {"progress": False},
+        "eval": {"mode": "slide", "crop": [32, 32], "stride": [24, 24]},
+    }
+    train(load_config(cfg))
+    return tmp
+
+
+def test_evaluate_writes_table_and_figures(tiny_run):
+    model, cfg = load_model(tiny_run / "run")
+    res = evaluate(model, cfg, ["gta", "cityscapes", "bdd100k"], tiny_run / "ev", progress=False)
+    assert set(res["domains"]) == {"gta", "cityscapes", "bdd100k"}
+    assert res["targets"] == ["cityscapes", "bdd100k"]
+    assert res["mean"] == pytest.approx(np.mean([res["domains"][d]["miou"] for d in res["targets"]]))
+    for f in ("metrics.json", "results.md", "confusion.png", "miou.png"):
+        assert (tiny_run / "ev" / f).is_file()
+    table = format_table(res)
+    assert table.splitlines()[0].startswith("| | gta | cityscapes | bdd100k | mean (targets) |")
+    assert "| road |" in table
+    assert json.loads((tiny_run / "ev" / "metrics.json").read_text())["domains"]["gta"]["images"] == 3
+    pred = infer(model, torch.randint(0, 255, (3, 40, 56), dtype=torch.uint8), "whole", resize=(32, 48))
+    assert pred.shape == (40, 56) and pred.max() < 19
+
+
+def test_cli_eval_and_predict(tiny_run, capsys, tmp_path):
+    from PIL import Image
+
+    assert cli.main(["eval", "--checkpoint", str(tiny_run / "run"), "--out", str(tmp_path / "e")]) == 0
+    out = capsys.readouterr().out
+    assert "| mIoU |" in out and "mean mIoU over cityscapes, bdd100k" in out
+    img = tmp_path / "street.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (40, 60, 3), dtype=np.uint8)).save(img)
+    assert cli.main(["predict", str(img), "--checkpoint", str(tiny_run / "run")]) == 0
+    assert (tmp_path / "street_pred.png").is_file()
+    assert Image.open(tmp_path / "street_pred.png").size == (60, 40)
+    # error messages
+    assert cli.main(["predict", str(tmp_path / "nope.png"), "--checkpoint", str(tiny_run / "run")]) == 2
+    assert "image not found" in capsys.readouterr().err
+    assert cli.main(["eval", "--checkpoint", str(tmp_path / "missing")]) == 2
+    assert "checkpoint not found" in capsys.readouterr().err
+    bad = tmp_path / "bad.png"
+    bad.write_text("not an image")
+    assert cli.main(["predict", str(bad), "--checkpoint", str(tiny_run / "run")]) == 2
+    assert "not an image" in capsys.readouterr().err
+    assert cli.main(["eval", "--checkpoint", str(tiny_run / "run"), "eval.mdoe=slide"]) == 2
+    assert "unknown config key 'eval.mdoe'" in capsys.readouterr().err
