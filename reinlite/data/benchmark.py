@@ -229,7 +229,7 @@ def sample_figure(root, path, per_domain: int = 3, seed: int = 0):
         axes[r, 0].set_ylabel(label, fontsize=9)
     fig.tight_layout(pad=0.2)
     Path(path).parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=90)
     plt.close(fig)
     return path
 
