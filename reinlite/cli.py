@@ -132,7 +132,22 @@ def run_data(args) -> int:
     return run_benchmark_cli(args)
 
 
-SUBCOMMANDS = [add_info, add_demo, add_train, add_eval, add_predict, add_data]
+# ----------------------------------------------------------------------------- bench (peft)
+def add_bench(sub) -> None:
+    from .bench import add_arguments
+
+    p = sub.add_parser("bench", help="step time, peak memory and parameters of Rein vs frozen / full / LoRA / VPT / AdaptFormer")
+    add_arguments(p)
+    p.set_defaults(func=run_bench)
+
+
+def run_bench(args) -> int:
+    from .bench import run_bench as run
+
+    return run(args)
+
+
+SUBCOMMANDS = [add_info, add_demo, add_train, add_eval, add_predict, add_data, add_bench]
 
 
 def build_parser() -> argparse.ArgumentParser:
