@@ -383,6 +383,12 @@ def summarise(step: dict, backbone: dict) -> dict[str, Any]:
         s["rein_layer_overhead_step"] = _ratio(step["rein"]["median_s"], step["frozen+bwd"]["median_s"]) - 1
     if "rein" in backbone and "frozen+bwd" in backbone:
         s["rein_layer_overhead_backbone"] = _ratio(backbone["rein"]["median_s"], backbone["frozen+bwd"]["median_s"]) - 1
+    if "rein" in backbone and "full" in backbone:
+        s["rein_vs_full_time_backbone"] = _ratio(backbone["rein"]["median_s"], backbone["full"]["median_s"])
+        s["rein_vs_full_peak_memory_backbone"] = _ratio(backbone["rein"]["peak_bytes"], backbone["full"]["peak_bytes"])
+    if "frozen" in step and "full" in step:
+        s["frozen_vs_full_time"] = _ratio(step["frozen"]["median_s"], step["full"]["median_s"])
+        s["frozen_vs_full_peak_memory"] = _ratio(step["frozen"]["peak_bytes"], step["full"]["peak_bytes"])
     if "rein" in step and "frozen" in step:
         s["rein_vs_frozen_step"] = _ratio(step["rein"]["median_s"], step["frozen"]["median_s"])
     if "rein" in step and "full" in step:
@@ -407,12 +413,12 @@ def markdown(report: dict) -> str:
     step, bb = report["step"], report["backbone"]
     full = step.get("full")
     lines.append(f"| method | trainable (backbone) | step {clock} ms (min-max) | step wall ms | step / full | "
-                 "peak memory MiB | peak / full | backbone fwd+bwd ms |")
-    lines.append("|---|---:|---:|---:|---:|---:|---:|---:|")
+                 "peak memory MiB | peak / full | backbone only: fwd+bwd ms | backbone only: peak MiB |")
+    lines.append("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     for m, r in step.items():
         rt = f"{r['median_s'] / full['median_s']:.2f}" if full else ""
         rm = f"{r['peak_bytes'] / full['peak_bytes']:.2f}" if full else ""
-        b = f"{bb[m]['median_s'] * 1000:.1f}" if m in bb else ""
+        b = f"{bb[m]['median_s'] * 1000:.1f} | {bb[m]['peak_bytes'] / 2**20:.1f}" if m in bb else " | "
         lines.append(f"| {m} | {r['trainable']:,} | {r['median_s'] * 1000:.1f} "
                      f"({r['spread_s'][0] * 1000:.0f}-{r['spread_s'][1] * 1000:.0f}) | {r['wall_s'] * 1000:.0f} | "
                      f"{rt} | {r['peak_bytes'] / 2**20:.1f} | {rm} | {b} |")
@@ -424,7 +430,11 @@ def markdown(report: dict) -> str:
                  rein_layer_overhead_backbone="Rein layer overhead vs frozen+bwd, backbone fwd+bwd only",
                  rein_vs_frozen_step="Rein step / frozen (head-only) step",
                  rein_vs_full_time="Rein step / full fine-tuning step",
-                 rein_vs_full_peak_memory="Rein peak memory / full fine-tuning peak memory")
+                 rein_vs_full_peak_memory="Rein peak memory / full fine-tuning peak memory",
+                 frozen_vs_full_time="frozen (head-only) step / full step: the floor of any method",
+                 frozen_vs_full_peak_memory="frozen (head-only) peak / full peak: the floor of any method",
+                 rein_vs_full_time_backbone="Rein / full, backbone fwd+bwd+update only (no head): time",
+                 rein_vs_full_peak_memory_backbone="Rein / full, backbone fwd+bwd+update only (no head): peak memory")
     for k, label in names.items():
         if k in s:
             t = s["targets"].get(k)
@@ -462,11 +472,54 @@ def markdown(report: dict) -> str:
     return "\n".join(lines)
 
 
+def bench_figure(report: dict, path: str | os.PathLike) -> None:
+    """Bars of step time and peak memory per method, relative to full fine-tuning, with the targets."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    step = report["step"]
+    methods = [m for m in step if m != "frozen+bwd"]
+    full = step.get("full")
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
+    for ax, key, label, target in ((axes[0], "median_s", f"training step ({report.get('clock', 'cpu')} time)", 0.80),
+                                   (axes[1], "peak_bytes", "peak memory", 0.65)):
+        vals = [step[m][key] / full[key] if full else step[m][key] for m in methods]
+        colors = ["tab:red" if m == "rein" else "tab:gray" if m in ("frozen", "full") else "tab:blue" for m in methods]
+        ax.bar(methods, vals, color=colors)
+        for i, v in enumerate(vals):
+            ax.text(i, v + 0.01, f"{v:.2f}", ha="center", va="bottom", fontsize=8)
+        if full:
+            ax.axhline(target, color="tab:red", ls="--", lw=1)
+            ax.text(-0.45, target + 0.01, f"target {target}", color="tab:red", ha="left", va="bottom", fontsize=8)
+        ax.set_ylabel(f"{label} / full fine-tuning" if full else label)
+        ax.set_title(label)
+        ax.tick_params(axis="x", rotation=30)
+    cfg = report["config"]
+    fig.suptitle(f"{cfg['backbone']['note']}, crop {cfg['crop_size'][0]}x{cfg['crop_size'][1]}, batch "
+                 f"{cfg['batch_size']}, amp {report['amp']}", fontsize=9)
+    fig.tight_layout()
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 def run_bench(args) -> int:
     import torch
 
+    if getattr(args, "from_json", None):
+        report = json.loads(Path(args.from_json).read_text())
+        print(markdown(report))
+        if getattr(args, "figure", None):
+            bench_figure(report, args.figure)
+            print(f"wrote {args.figure}")
+        return 0
     log = print
     cfg = tiny_config() if args.tiny else course_config(args.num_tokens)
+    if getattr(args, "backbone", None):
+        cfg["backbone"] = dict(name=args.backbone, pretrained=False, patch_size=args.patch_size, model_kwargs={},
+                               note=f"{args.backbone} shape (patch {args.patch_size or 'own'}), random weights")
     if args.img_size:
         cfg["crop_size"] = list(args.img_size)
     if args.batch_size:
@@ -481,8 +534,9 @@ def run_bench(args) -> int:
                   clock=args.clock, log=log)
     start = time.perf_counter()
     step = run_measurements(methods, part="step", **common)
-    bb_methods = [m for m in methods if m in ("rein", "frozen+bwd")]
-    backbone = run_measurements(bb_methods, part="backbone", **common) if len(bb_methods) == 2 else {}
+    bb_methods = [m for m in methods if m in ("rein", "frozen+bwd", "full")]
+    backbone = (run_measurements(bb_methods, part="backbone", **common)
+                if {"rein", "frozen+bwd"} <= set(bb_methods) and not getattr(args, "no_backbone_part", False) else {})
     report = dict(command="reinlite bench " + " ".join(getattr(args, "argv", None) or []), device=platform.processor() or "cpu",
                   cpu_count=os.cpu_count(), load_avg=os.getloadavg(), clock=args.clock, threads=args.threads,
                   amp=args.amp, repeats=args.repeats,
@@ -507,6 +561,9 @@ def run_bench(args) -> int:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps(report, indent=1))
         print(f"wrote {args.json}")
+    if getattr(args, "figure", None):
+        bench_figure(report, args.figure)
+        print(f"wrote {args.figure}")
     if args.markdown:
         Path(args.markdown).parent.mkdir(parents=True, exist_ok=True)
         Path(args.markdown).write_text(text + "\n")
@@ -529,6 +586,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch-size", type=int, default=None, help="default: the course config's")
     p.add_argument("--json", default="bench.json", help="write the full report here (default bench.json)")
     p.add_argument("--markdown", default=None, help="also write the tables here")
+    p.add_argument("--backbone", default=None, help="a timm ViT name (random weights) instead of the course ViT")
+    p.add_argument("--patch-size", type=int, default=None, help="with --backbone: its patch size (e.g. 16)")
+    p.add_argument("--no-backbone-part", action="store_true", help="skip the backbone-only measurements")
+    p.add_argument("--figure", default=None, help="also save a bar chart (PNG) here")
+    p.add_argument("--from-json", default=None, help="only re-print (and re-plot) a saved report")
     p.add_argument("--no-counts", action="store_true", help="skip the DINOv2 parameter counts")
     p.add_argument("--no-gpu", action="store_true", help="skip the DINOv2-L GPU comparison")
     p.add_argument("--in-process", action="store_true", help="measure in this process (fast, memory less honest)")

@@ -31,6 +31,7 @@ def test_shapes_queries_and_only_the_method_trains(method):
     feats, queries = bb(torch.randn(2, 3, 32, 64))
     assert [tuple(f.shape) for f in feats] == [(2, 48, 8, 16), (2, 48, 4, 8), (2, 48, 2, 4), (2, 48, 1, 2)]
     assert (queries is None) == (method != "rein")
+    assert all(f.requires_grad == (method != "frozen") for f in feats)  # frozen: no graph through the ViT
     trainable = {id(p) for p in bb.trainable_parameters()}
     expected = {"rein": lambda: bb.rein.parameters(), "frozen": lambda: [], "full": lambda: bb.vit.parameters(),
                 }.get(method, lambda: bb.peft.parameters())()
