@@ -5,6 +5,7 @@ Everything returns / saves matplotlib figures with the Agg backend (no display n
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Optional, Sequence
 
@@ -14,7 +15,11 @@ import numpy as np
 def _plt():
     import matplotlib
 
-    if matplotlib.get_backend().lower() not in ("agg", "module://matplotlib_inline.backend_inline"):
+    # In a notebook keep the kernel's backend ("inline" in matplotlib >= 3.9, or
+    # "module://matplotlib_inline.backend_inline", or ipympl): switching to Agg there would
+    # stop every later figure of the notebook from being shown.
+    backend = matplotlib.get_backend().lower()
+    if backend != "agg" and "inline" not in backend and "ipykernel" not in sys.modules:
         try:
             matplotlib.use("Agg")
         except Exception:
@@ -183,4 +188,32 @@ def similarity_maps(image, maps, grid: Sequence[int], titles: Optional[Sequence[
         fig.colorbar(shown, ax=axes.ravel().tolist(), shrink=0.7)
     if suptitle:
         fig.suptitle(suptitle, fontsize=10)
+    return fig
+
+
+def heatmap_grid(matrices: Sequence, titles: Sequence[str], xlabel: str = "", ylabel: str = "",
+                 cmap: str = "coolwarm", width: float = 8.0, symmetric: bool = True):
+    """Small matrices stacked vertically with one shared (symmetric) colour scale.
+
+    Used by notebook 06 to show one token's values over layers and channels ([L, Q]) next
+    to the max / mean / last rows pooled from them.
+    """
+    plt = _plt()
+    mats = [np.atleast_2d(m.detach().float().cpu().numpy() if hasattr(m, "detach") else np.asarray(m))
+            for m in matrices]
+    limit = max(float(np.abs(m).max()) for m in mats) or 1.0
+    heights = [m.shape[0] for m in mats]
+    fig, axes = plt.subplots(len(mats), 1, figsize=(width, 0.28 * sum(heights) + 0.75 * len(mats)),
+                             gridspec_kw=dict(height_ratios=heights), squeeze=False,
+                             constrained_layout=True)
+    shown = None
+    for ax, m, title in zip(axes[:, 0], mats, titles):
+        shown = ax.imshow(m, cmap=cmap, aspect="auto", interpolation="nearest",
+                          vmin=-limit if symmetric else None, vmax=limit if symmetric else None)
+        ax.set_title(title, fontsize=9)
+        ax.set_yticks(range(m.shape[0]))
+        ax.tick_params(labelsize=7)
+        ax.set_ylabel(ylabel, fontsize=8)
+    axes[-1, 0].set_xlabel(xlabel, fontsize=8)
+    fig.colorbar(shown, ax=list(axes[:, 0]), shrink=0.8)
     return fig

@@ -1,0 +1,207 @@
+"""Small helpers the course notebooks share (the library itself does not depend on them).
+
+- Fast mode: ``REINLITE_FAST=1`` (what CI sets) takes the same code path with fewer steps and
+  images; :func:`pick` chooses between the full and the fast value.
+- "Load if present, else make it": :func:`course_backbone` loads the shipped course ViT (a
+  random ViT of the same shape, clearly announced, while its weights are missing),
+  :func:`benchmark_images` renders scenes of the embedded benchmark's domains.
+- :func:`try_check` runs a :mod:`reinlite.checks` check and prints its verdict instead of
+  raising, so an exercise that is not done yet shows the helpful message and the notebook
+  still runs top to bottom.
+"""
+from __future__ import annotations
+
+import os
+import random
+from typing import Any, Callable, Optional, Sequence
+
+import numpy as np
+import torch
+from torch import Tensor
+
+__all__ = ["FAST", "is_fast", "pick", "setup", "benchmark_images", "to_tensor",
+           "course_backbone", "patch_features", "try_check", "IMAGENET_MEAN", "IMAGENET_STD"]
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+#: the benchmark's image size (H, W)
+IMAGE_SIZE = (128, 256)
+
+# The course ViT's constructor kwargs, used only for the stand-in while the shipped
+# weights (reinlite/weights/course_vit.json + .safetensors) are missing.
+_COURSE_VIT_SHAPE = dict(img_size=(64, 128), patch_size=8, embed_dim=192, depth=6, num_heads=3,
+                         mlp_ratio=4.0, num_classes=0, global_pool="", class_token=True)
+
+
+def is_fast() -> bool:
+    """True when ``REINLITE_FAST`` is set to something other than '', '0' or 'false'."""
+    return os.environ.get("REINLITE_FAST", "0").strip().lower() not in ("", "0", "false", "no")
+
+
+FAST = is_fast()
+
+
+def pick(full: Any, fast: Any) -> Any:
+    """``fast`` in fast mode (CI), ``full`` otherwise: same code path, smaller numbers."""
+    return fast if is_fast() else full
+
+
+def setup(seed: int = 0, threads: Optional[int] = None) -> None:
+    """Seed python, numpy and torch; use at most ``threads`` CPU threads (1 in fast mode, else 2)."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    if threads is None:
+        threads = pick(2, 1)
+    torch.set_num_threads(max(1, min(threads, os.cpu_count() or 1)))
+
+
+def benchmark_images(n: int = 4, domain: Optional[str] = "gta", seed: int = 0,
+                     size: Sequence[int] = IMAGE_SIZE) -> list[dict]:
+    """``n`` scenes of the embedded benchmark's ``domain`` (renders; deterministic in ``seed``).
+
+    Each item is the renderer's dict: ``image`` uint8 [H, W, 3], ``label`` uint8 [H, W]
+    (Cityscapes label ids), ``depth``, ``instance``, plus ``domain``.
+    """
+    from .data import synthetic as syn
+
+    items = []
+    for i in range(n):
+        out = syn.render_sample([seed, i, 7], domain=domain, size=tuple(size))
+        out["domain"] = domain
+        items.append(out)
+    return items
+
+
+def to_tensor(images: np.ndarray | Sequence[np.ndarray]) -> Tensor:
+    """uint8 image(s) [H, W, 3] -> ImageNet-normalised float tensor [B, 3, H, W]."""
+    array = np.stack(images) if isinstance(images, (list, tuple)) else np.asarray(images)
+    if array.ndim == 3:
+        array = array[None]
+    x = torch.from_numpy(array).float().permute(0, 3, 1, 2) / 255.0
+    mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
+    std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
+    return (x - mean) / std
+
+
+def _has_course_weights() -> bool:
+    from .backbone import WEIGHTS_DIR
+
+    return (WEIGHTS_DIR / "course_vit.json").is_file() and (WEIGHTS_DIR / "course_vit.safetensors").is_file()
+
+
+def course_backbone(rein: Optional[dict] = None, img_size: Sequence[int] = IMAGE_SIZE,
+                    verbose: bool = True, **kwargs: Any):
+    """The course backbone ``build_backbone("course_vit", pretrained=True)``, frozen, eval mode.
+
+    While the shipped weights are missing, a *random* ViT of the same shape stands in (and
+    says so): shapes and parameter counts are the same, the features are not meaningful.
+    """
+    from .backbone import build_backbone
+
+    if _has_course_weights():
+        bb = build_backbone("course_vit", pretrained=True, img_size=tuple(img_size), rein=rein, **kwargs)
+        source = "course_vit (pretrained, reinlite/weights)"
+    else:
+        shape = {k: v for k, v in _COURSE_VIT_SHAPE.items() if k not in ("num_classes", "img_size")}
+        shape.update(kwargs)
+        torch.manual_seed(0)
+        bb = build_backbone("vit_tiny_patch16_224", pretrained=False, img_size=tuple(img_size),
+                            rein=rein, **shape)
+        source = "a RANDOM ViT of the course backbone's shape (course_vit weights not found)"
+    bb.eval()
+    if verbose:
+        print(f"backbone: {source}; {len(bb.vit.blocks)} blocks, c = {bb.embed_dim}, "
+              f"patch {bb.patch_size}")
+    return bb
+
+
+@torch.no_grad()
+def patch_features(backbone, images: Tensor, layers: Optional[Sequence[int]] = None) -> list[Tensor]:
+    """Patch tokens [B, n, c] after each block in ``layers`` (default: all), prefix rows removed.
+
+    With a Rein attached these are the *refined* features; without, the frozen ones.
+    """
+    vit = backbone.vit
+    layers = list(range(len(vit.blocks))) if layers is None else list(layers)
+    maps = vit.forward_intermediates(images, indices=layers, norm=False, output_fmt="NLC",
+                                     intermediates_only=True)
+    return [m for m in maps]
+
+
+def try_check(check: Callable[[], Any], success: str = "correct!") -> bool:
+    """Run a check from :mod:`reinlite.checks`; print its verdict instead of raising.
+
+    Returns True when the answer passes. An unfinished exercise prints the checker's
+    message (expected vs actual shape, max difference, a hint naming the equation).
+    """
+    from .checks import CheckFailed
+
+    try:
+        check()
+    except CheckFailed as err:
+        print(f"not yet: {err}")
+        return False
+    print(f"\u2713 {success}")
+    return True
+
+
+# ---------------------------------------------------------------------------------------------
+# Data and runs for notebooks 00, 01 and 07-10 (load if present, else make)
+# ---------------------------------------------------------------------------------------------
+#: sizes of the small benchmark written in fast mode (CI): source, held-out source, per target
+FAST_BENCHMARK = dict(source=32, target=8)
+
+
+def repo_root() -> Optional["Path"]:
+    """The checkout that holds this ``reinlite`` (None for an installed package)."""
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    return root if (root / "pyproject.toml").is_file() else None
+
+
+def data_dir() -> "Path":
+    """Where the course keeps data and runs: ``$REINLITE_DATA``, else ``<checkout>/data``
+    (what ``reinlite data benchmark --out data/benchmark`` writes), else ``~/.cache/reinlite``."""
+    from pathlib import Path
+
+    if os.environ.get("REINLITE_DATA"):
+        return Path(os.environ["REINLITE_DATA"]).expanduser()
+    root = repo_root()
+    return root / "data" if root is not None else Path.home() / ".cache" / "reinlite"
+
+
+def benchmark_root(root=None, seed: int = 0, verbose: bool = True) -> "Path":
+    """The embedded benchmark's folder: load if present, else write it.
+
+    Full mode: ``data/benchmark`` with the command line's defaults (2000 source, 500 per
+    target; about a minute with 2 workers). Fast mode: ``data/benchmark_fast``, a small one
+    (:data:`FAST_BENCHMARK`) so CI always sees the same images. Writing goes to a temporary
+    folder that is renamed at the end, so notebooks running in parallel never see half a
+    benchmark.
+    """
+    import json
+    import shutil
+    from pathlib import Path
+
+    from .data.benchmark import write_benchmark
+
+    sizes = dict(FAST_BENCHMARK) if is_fast() else dict(source=2000, target=500)
+    root = Path(root) if root is not None else data_dir() / pick("benchmark", "benchmark_fast")
+    manifest = root / "benchmark.json"
+    if manifest.is_file():
+        m = json.loads(manifest.read_text())
+        if verbose:
+            print(f"benchmark: {root} (present: {m['source']} source, {m['target']} per target, "
+                  f"seed {m['seed']})")
+        return root
+    tmp = root.with_name(f"{root.name}.tmp{os.getpid()}")
+    if verbose:
+        print(f"benchmark: writing {sizes['source']} source + {sizes['target']} per target to {root} ...")
+    write_benchmark(tmp, seed=seed, workers=pick(2, 1), progress=False, **sizes)
+    try:
+        tmp.rename(root)
+    except OSError:  # another process finished first: use theirs
+        shutil.rmtree(tmp, ignore_errors=True)
+    return root
