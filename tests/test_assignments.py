@@ -124,3 +124,30 @@ def test_build_and_grade(master, tmp_path):
         failed = output.count("Test case failed")
         clean = len(re.findall(r"^\s*(CheckFailed|AssertionError): ", output, flags=re.M))
         assert failed >= 1 and clean == failed, f"{question}: a check crashed instead of failing cleanly:\n{output}"
+
+
+def test_hidden_checks_catch_what_public_checks_miss(tmp_path):
+    """An answer hard-coded for the public example's shape, or one that calls the library,
+    passes the public check of a1's first question and fails its hidden check."""
+    import torch
+    from otter.test_files.exception_test import ExceptionTestFile
+
+    master = HERE / "a1_rein_layer.ipynb"
+    _run([sys.executable, "-m", "otter", "assign", "--no-run-tests", "--no-pdfs", str(master),
+          str(tmp_path / "a1")], cwd=HERE)
+    nb = nbformat.read(tmp_path / "a1" / "autograder" / "a1_rein_layer.ipynb", as_version=4)
+    tests = ExceptionTestFile.from_string(nb.metadata["otter"]["tests"]["q1_token_similarity"], "q1")
+
+    def hard_coded(features, tokens):  # sqrt(8): right only for the public example's c = 8
+        return (features @ tokens.T / 8 ** 0.5).softmax(-1)
+
+    notebook = {}  # answers defined as in a notebook: at top level, in one namespace
+    exec("import reinlite.rein as library\n"
+         "def borrowed(features, tokens):\n    return library.token_similarity(features, tokens)\n"
+         "def imported(features, tokens):\n    from reinlite.rein import token_similarity as ts\n"
+         "    return ts(features, tokens)\n", notebook)
+
+    for answer in (hard_coded, notebook["borrowed"], notebook["imported"]):
+        tests.run({"token_similarity": answer, "torch": torch})
+        verdicts = {r.test_case.hidden: r.passed for r in tests.test_case_results}
+        assert verdicts == {False: True, True: False}, (answer.__name__, [r.message for r in tests.test_case_results])
