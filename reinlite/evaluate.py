@@ -105,12 +105,16 @@ def slide_inference(model: Segmentor, image: torch.Tensor, crop: Sequence[int],
 def infer(model: Segmentor, image_uint8: torch.Tensor, mode: str = "whole", crop=(512, 512),
           stride=(341, 341), resize: Optional[Sequence[int]] = None, num_classes: int = 19,
           amp: bool = False) -> torch.Tensor:
-    """Predicted train ids [H, W] of one uint8 image [3, H, W] at its own size.
+    """Predicted train ids [H, W] of a uint8 image [3, H, W] at its own size (or [B, H, W]
+    for a batch [B, 3, H, W] of same-sized images).
 
     ``resize`` (H', W'): run the model at that size and resize the scores back (bilinear).
     """
     device = next(model.parameters()).device
-    x = normalize(image_uint8.to(device))[None]
+    single = image_uint8.ndim == 3
+    x = normalize(image_uint8.to(device))
+    if single:
+        x = x[None]
     h, w = x.shape[-2:]
     if resize is not None and tuple(resize) != (h, w):
         x = F.interpolate(x, size=tuple(int(v) for v in resize), mode="bilinear", align_corners=False)
@@ -123,7 +127,8 @@ def infer(model: Segmentor, image_uint8: torch.Tensor, mode: str = "whole", crop
             raise ValueError(f"eval.mode must be 'slide' or 'whole', got {mode!r}")
     if scores.shape[-2:] != (h, w):
         scores = F.interpolate(scores, size=(h, w), mode="bilinear", align_corners=False)
-    return scores[0].argmax(0)
+    pred = scores.argmax(1)
+    return pred[0] if single else pred
 
 
 def _domain_resize(cfg_eval: dict, domain: str):
@@ -148,10 +153,30 @@ def evaluate_dataset(model: Segmentor, dataset, cfg: dict, domain: str = "",
         from tqdm import tqdm
         it = tqdm(it, desc=f"eval {domain}", dynamic_ncols=True, leave=False)
     model.eval()
+    bs = max(1, int(e["batch_size"] or 1))
+    resize = _domain_resize(e, domain)
+    batch: list = []
+
+    def flush():
+        nonlocal cm
+        if not batch:
+            return
+        same = len({tuple(im.shape) for im, _ in batch}) == 1
+        if same and len(batch) > 1:
+            preds = infer(model, torch.stack([im for im, _ in batch]), e["mode"], e["crop"],
+                          e["stride"], resize, k, amp)
+        else:
+            preds = [infer(model, im, e["mode"], e["crop"], e["stride"], resize, k, amp)
+                     for im, _ in batch]
+        for pred, (_, label) in zip(preds, batch):
+            cm += confusion_matrix(pred.cpu(), label, k)
+        batch.clear()
+
     for i in it:
-        image, label = load_sample(dataset, i)
-        pred = infer(model, image, e["mode"], e["crop"], e["stride"], _domain_resize(e, domain), k, amp)
-        cm += confusion_matrix(pred.cpu(), label, k)
+        batch.append(load_sample(dataset, i))
+        if len(batch) == bs:
+            flush()
+    flush()
     return cm
 
 

@@ -57,6 +57,7 @@ DEFAULTS: dict[str, Any] = {
     "seed": 42,
     "device": "auto",           # auto (cuda if available) | cpu | cuda
     "amp": "auto",              # auto: bf16 autocast on a GPU, none on a CPU | bf16 | none
+    "threads": None,            # torch CPU threads (None: torch's default)
     "out_dir": "runs/{name}",
     "model": {
         "backbone": "course_vit",   # a timm ViT name or course_vit
@@ -129,6 +130,7 @@ DEFAULTS: dict[str, Any] = {
         "crop": [512, 512],
         "stride": [341, 341],
         "resize": None,             # [H, W] before inference, or {domain: [H, W]}; None: native
+        "batch_size": 1,            # images per forward pass (same-sized images only)
         "max_images": None,         # evaluate on the first N images of each domain
     },
 }
@@ -705,6 +707,8 @@ def train(cfg: dict, *, stop_at: Optional[int] = None,
     on_step: called as on_step(step, losses) after every optimiser step (tests use it to
         simulate a crash).
     """
+    if cfg["threads"]:
+        torch.set_num_threads(int(cfg["threads"]))
     rank, world, device = _dist_setup(cfg["device"])
     is_main = rank == 0
     out_dir = out_dir_of(cfg)

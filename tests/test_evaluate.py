@@ -113,8 +113,19 @@ def test_evaluate_writes_table_and_figures(tiny_run):
     assert table.splitlines()[0].startswith("| | gta | cityscapes | bdd100k | mean (targets) |")
     assert "| road |" in table
     assert json.loads((tiny_run / "ev" / "metrics.json").read_text())["domains"]["gta"]["images"] == 3
-    pred = infer(model, torch.randint(0, 255, (3, 40, 56), dtype=torch.uint8), "whole", resize=(32, 48))
+    img = torch.randint(0, 255, (3, 40, 56), dtype=torch.uint8)
+    pred = infer(model, img, "whole", resize=(32, 48))
     assert pred.shape == (40, 56) and pred.max() < 19
+    batch = infer(model, torch.stack([img, img.flip(-1)]), "whole", resize=(32, 48))
+    assert batch.shape == (2, 40, 56) and torch.equal(batch[0], pred)
+    # batched evaluation gives the same confusion matrix
+    from reinlite.evaluate import evaluate_dataset
+    from reinlite.train import build_dataset
+    ds = build_dataset(cfg, "cityscapes", "val")
+    one = evaluate_dataset(model, ds, cfg, progress=False)
+    cfg2 = {**cfg, "eval": {**cfg["eval"], "batch_size": 2}}
+    two = evaluate_dataset(model, ds, cfg2, progress=False)
+    assert two.sum() == one.sum() and (two - one).abs().sum() <= 8  # equal up to float ties
 
 
 def test_cli_eval_and_predict(tiny_run, capsys, tmp_path):
