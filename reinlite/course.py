@@ -11,8 +11,10 @@
 """
 from __future__ import annotations
 
+import json
 import os
 import random
+from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
@@ -20,7 +22,8 @@ import torch
 from torch import Tensor
 
 __all__ = ["FAST", "is_fast", "pick", "setup", "benchmark_images", "to_tensor",
-           "course_backbone", "patch_features", "try_check", "IMAGENET_MEAN", "IMAGENET_STD"]
+           "course_backbone", "patch_features", "rein_inputs", "find_checkpoint", "trained_model", "try_check",
+           "IMAGENET_MEAN", "IMAGENET_STD"]
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -127,6 +130,73 @@ def patch_features(backbone, images: Tensor, layers: Optional[Sequence[int]] = N
     maps = vit.forward_intermediates(images, indices=layers, norm=False, output_fmt="NLC",
                                      intermediates_only=True)
     return [m for m in maps]
+
+
+@torch.no_grad()
+def rein_inputs(backbone, images: Tensor) -> list[Tensor]:
+    """The patch features [B, n, c] each layer's Rein receives (block output, prefix rows removed).
+
+    Runs ``backbone`` (which must have a Rein) once, capturing the Rein's input at every layer.
+    """
+    seen: dict[int, Tensor] = {}
+
+    def grab(module, args, kwargs):
+        x, layer = args[0], args[1]
+        prefix = kwargs.get("num_prefix_tokens", args[2] if len(args) > 2 else 1)
+        seen[int(layer)] = x[:, prefix:].detach().clone()
+
+    handle = backbone.rein.register_forward_pre_hook(grab, with_kwargs=True)
+    try:
+        backbone(images)
+    finally:
+        handle.remove()
+    return [seen[i] for i in sorted(seen)]
+
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def find_checkpoint(name: str = "course") -> Optional[Path]:
+    """The checkpoint of ``reinlite train --config NAME`` if one exists, else None.
+
+    Looks at ``$REINLITE_CHECKPOINT``, then ``runs/NAME/checkpoint.safetensors`` under the
+    repository and under ``notebooks/`` (training's default ``out_dir`` is ``runs/{name}``
+    relative to where it was started).
+    """
+    candidates = []
+    if os.environ.get("REINLITE_CHECKPOINT"):
+        candidates.append(Path(os.environ["REINLITE_CHECKPOINT"]))
+    for base in (REPO, REPO / "notebooks", Path.cwd()):
+        candidates.append(base / "runs" / name / "checkpoint.safetensors")
+    for path in candidates:
+        if path.is_file():
+            return path
+    return None
+
+
+def trained_model(name: str = "course", train_steps: Optional[int] = None, verbose: bool = True):
+    """(model, cfg) of a trained run: load its checkpoint if present, else train it briefly.
+
+    Without a checkpoint and with ``train_steps=None`` nothing is trained and None is
+    returned (the caller says so honestly). With ``train_steps=N`` the config ``name`` is
+    trained for N steps into ``runs/NAME`` (this needs the benchmark under ``data/`` and
+    takes minutes on a CPU).
+    """
+    from . import train as training
+
+    path = find_checkpoint(name)
+    if path is None and train_steps is not None:
+        cfg = training.load_config(name, [f"optim.iters={int(train_steps)}",
+                                          f"out_dir={json.dumps(str(REPO / 'runs' / '{name}'))}"])
+        path = Path(training.train(cfg)["checkpoint"])
+    if path is None:
+        if verbose:
+            print(f"no trained checkpoint for '{name}' (run `reinlite train --config {name}`)")
+        return None
+    model, cfg = training.load_model(path)
+    if verbose:
+        print(f"loaded the trained '{name}' run from {path.relative_to(REPO) if path.is_relative_to(REPO) else path}")
+    return model, cfg
 
 
 def try_check(check: Callable[[], Any], success: str = "correct!") -> bool:

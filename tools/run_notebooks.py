@@ -11,7 +11,8 @@ notebook's own folder, with HF_HUB_OFFLINE=1 / HF_DATASETS_OFFLINE=1. A notebook
 back only when every cell ran without an error and (unless ``--allow-stderr``) no cell wrote
 to stderr. Stripped: execution timestamps (cell ``execution`` / ``ExecuteTime``), kernel and
 language version info, widget state and the widget-view outputs that point into it (their
-text/plain fallback is kept), ``collapsed`` / ``scrolled`` view flags. Kept: outputs,
+text/plain fallback is kept), ``collapsed`` / ``scrolled`` view flags; consecutive stream
+outputs are merged (their chunking depends on timing). Kept: outputs,
 execution counts, ``tags`` and ``jupyter.source_hidden`` (collapsed solution cells).
 The wall time of each run is printed (and written to ``--times FILE`` as json).
 """
@@ -60,6 +61,12 @@ def strip_notebook(nb: Any) -> Any:
                     continue
             if "metadata" in output and isinstance(output["metadata"], dict):
                 output["metadata"].pop("execution", None)
+            previous = kept[-1] if kept else None
+            if (output.get("output_type") == "stream" and previous is not None
+                    and previous.get("output_type") == "stream" and previous.get("name") == output.get("name")):
+                # one stream per run of prints: how the kernel chunks them is timing-dependent
+                previous["text"] = "".join(previous["text"]) + "".join(output["text"])
+                continue
             kept.append(output)
         cell["outputs"] = kept
     return nb
