@@ -278,7 +278,7 @@ def predict_files(model: Segmentor, cfg: dict, paths: Sequence[str | Path],
         if not p.is_file():
             raise FileNotFoundError(f"image not found: {p}")
         try:
-            img = np.asarray(Image.open(p).convert("RGB"))
+            img = np.array(Image.open(p).convert("RGB"))
         except Exception as err:
             raise ValueError(f"{p}: not an image PIL can read ({err})") from err
         resize = e["resize"] if not isinstance(e["resize"], dict) else None
