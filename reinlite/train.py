@@ -458,6 +458,16 @@ def _collate(batch):
     return images, labels
 
 
+def resolve_path(path) -> Path:
+    """A relative path that does not exist from the current folder is tried from the
+    repository root (so notebooks started in notebooks/ find data/benchmark)."""
+    p = Path(path)
+    if p.is_absolute() or p.exists():
+        return p
+    alt = Path(__file__).resolve().parents[1] / p
+    return alt if alt.exists() else p
+
+
 def build_dataset(cfg: dict, domain: str, split: str):
     """A dataset of the domain (items: dict(image, label[, name]) or (image, label)) with
     Cityscapes *train ids* (0..18, 255 ignore) as labels."""
@@ -470,7 +480,7 @@ def build_dataset(cfg: dict, domain: str, split: str):
     if kind == "benchmark":
         from .data.benchmark import benchmark_datasets
 
-        root = d["roots"].get(domain, d["root"]) if d["roots"] else d["root"]
+        root = resolve_path(d["roots"].get(domain, d["root"]) if d["roots"] else d["root"])
         sets = benchmark_datasets(root)
         key = domain if not (domain == "gta" and split == "val") else "gta_val"
         if key not in sets:

@@ -150,3 +150,15 @@ def test_cli_eval_and_predict(tiny_run, capsys, tmp_path):
     assert "not an image" in capsys.readouterr().err
     assert cli.main(["eval", "--checkpoint", str(tiny_run / "run"), "eval.mdoe=slide"]) == 2
     assert "unknown config key 'eval.mdoe'" in capsys.readouterr().err
+
+
+def test_run_demo_prints_the_table(tiny_run, capsys):
+    from reinlite.evaluate import run_demo
+    from reinlite.train import load_config as lc
+
+    cfg = json.loads((tiny_run / "run" / "config.json").read_text())
+    res = run_demo(lc(cfg))  # the run is finished: resume is a no-op, then evaluation
+    out = capsys.readouterr().out
+    assert "| mIoU |" in out and "mean mIoU over the unseen target domains" in out
+    assert set(res["domains"]) == {"gta", "cityscapes", "bdd100k"}
+    assert (tiny_run / "run" / "eval" / "confusion.png").is_file()
