@@ -66,6 +66,8 @@ DEFAULTS: dict[str, Any] = {
         "patch_size": None,         # None: the model's own (the release: 16)
         "out_indices": None,        # None: (7, 11, 15, 23) for 24 blocks, else evenly spaced
         "backbone_kwargs": {},      # extra timm constructor kwargs (free-form)
+        "method": "rein",           # rein | frozen | full | lora | vpt | adaptformer (reinlite.peft)
+        "method_kwargs": {},        # the baseline's options, e.g. {"rank": 8} for lora (free-form)
         "rein": {"num_tokens": 100, "rank": 16, "query_dim": 256},  # Rein kwargs, or null
         "head": {
             "num_classes": 19,
@@ -134,7 +136,7 @@ DEFAULTS: dict[str, Any] = {
         "max_images": None,         # evaluate on the first N images of each domain
     },
 }
-FREE_FORM = {"model.backbone_kwargs", "data.roots", "eval.resize"}
+FREE_FORM = {"model.backbone_kwargs", "model.method_kwargs", "data.roots", "eval.resize"}
 
 
 class ConfigError(ValueError):
@@ -544,11 +546,19 @@ def build_model(cfg: dict) -> Segmentor:
     img_size = m["img_size"]
     if isinstance(img_size, list):
         img_size = tuple(img_size)
-    bb = build_backbone(m["backbone"], pretrained=_pretrained_value(m["pretrained"]),
-                        img_size=img_size, patch_size=m["patch_size"],
-                        out_indices=m["out_indices"], rein=m["rein"], **m["backbone_kwargs"])
+    if m["method"] in ("rein", None):
+        bb = build_backbone(m["backbone"], pretrained=_pretrained_value(m["pretrained"]),
+                            img_size=img_size, patch_size=m["patch_size"],
+                            out_indices=m["out_indices"], rein=m["rein"], **m["backbone_kwargs"])
+    else:  # a baseline the paper compares with (no Rein queries: the head learns its own)
+        from .peft import build_peft_backbone
+
+        bb = build_peft_backbone(m["method"], m["backbone"], pretrained=_pretrained_value(m["pretrained"]),
+                                 img_size=img_size, patch_size=m["patch_size"],
+                                 out_indices=m["out_indices"], model_kwargs=m["backbone_kwargs"],
+                                 **m["method_kwargs"])
     h = dict(m["head"])
-    rein = bb.rein
+    rein = getattr(bb, "rein", None)
     with_queries = rein is not None and getattr(rein, "link_to_queries", True)
     if with_queries:
         h["num_queries"] = rein.num_tokens
@@ -567,13 +577,15 @@ def build_criterion(cfg: dict) -> Mask2FormerLoss:
 # ----------------------------------------------------------------------------------------
 # Optimiser and schedule
 # ----------------------------------------------------------------------------------------
-NO_DECAY_KEYS = ("norm", "query_embed", "level_embed", "learnable_tokens", "rein.scale")
+NO_DECAY_KEYS = ("norm", "query_embed", "level_embed", "learnable_tokens", "rein.scale",
+                 "pos_embed", "cls_token", "reg_token")
 _NORM_TYPES = (nn.LayerNorm, nn.GroupNorm, nn.BatchNorm1d, nn.BatchNorm2d, nn.SyncBatchNorm)
 
 
 def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
     """Trainable parameters split into decay / no-decay groups (the release's custom keys:
-    norms, query/level embeddings, Rein's tokens and scale get weight decay 0)."""
+    norms, query/level embeddings, Rein's tokens and scale get weight decay 0; so do a
+    fully fine-tuned ViT's position embedding and cls/register tokens)."""
     norm_params = {id(p) for mod in model.modules() if isinstance(mod, _NORM_TYPES)
                    for p in mod.parameters(recurse=False)}
     decay, no_decay = [], []

@@ -202,3 +202,19 @@ def test_ddp_two_gloo_processes(tmp_path):
     w, meta = read_checkpoint(tmp_path / "run")
     assert meta["step"] == "3"
     assert all(torch.isfinite(v).all() for v in w.values())
+
+
+@pytest.mark.parametrize("method", ["frozen", "full", "lora"])
+def test_baseline_methods_build_and_step(tmp_path, method):
+    cfg = load_config(tiny_cfg(tmp_path), [f"model.method={method}", "data.crop_size=[64,64]",
+                                           "optim.iters=1"])
+    res = train(cfg)
+    w = weights(tmp_path / "run")
+    assert res["step"] == 1 and not any(k.startswith("backbone.rein") for k in w)
+    assert "head.query_embed.weight" in w  # learned queries without Rein
+    if method == "full":
+        assert "backbone.vit.pos_embed" in w
+        nd = param_groups(build_model(cfg), 0.05)[1]["names"]
+        assert "backbone.vit.pos_embed" in nd and "backbone.vit.cls_token" in nd
+    if method == "lora":
+        assert any(k.startswith("backbone.peft") for k in w)
