@@ -22,7 +22,7 @@ import torch
 from torch import Tensor
 
 __all__ = ["FAST", "is_fast", "pick", "setup", "benchmark_images", "to_tensor",
-           "course_backbone", "patch_features", "rein_inputs", "find_checkpoint", "trained_model", "try_check",
+           "course_backbone", "patch_features", "rein_inputs", "patch_token", "find_checkpoint", "trained_model", "try_check",
            "IMAGENET_MEAN", "IMAGENET_STD"]
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -151,6 +151,32 @@ def rein_inputs(backbone, images: Tensor) -> list[Tensor]:
     finally:
         handle.remove()
     return [seen[i] for i in sorted(seen)]
+
+
+def patch_token(features: Tensor, patches, logit: float = 20.0) -> Tensor:
+    """A token made from the feature of a patch (or the mean feature of several patches).
+
+    ViT patch features share a large common component (their mean over the image, mu); most of
+    what differs between patches is their length along mu. A raw copied feature therefore
+    matches every patch about equally, and the token with the largest mu-part wins everywhere.
+    This keeps only what is specific to the chosen patches, v = g - (g . u) u with g their mean
+    feature and u = mu / |mu|, and scales it so that their own logit g . t / sqrt(c) equals
+    ``logit`` (trained tokens must find such directions and lengths themselves).
+
+    Args:
+        features: patch features of one image [n, c].
+        patches: a patch index, a list of indices, or a boolean mask [n].
+        logit: the chosen patches' own (scaled) logit for this token.
+    Returns:
+        the token [c].
+    """
+    chosen = features[patches]
+    feature = chosen.mean(0) if chosen.ndim == 2 else chosen
+    direction = features.mean(0)
+    direction = direction / direction.norm().clamp_min(1e-12)
+    specific = feature - (feature @ direction) * direction
+    length = specific.norm().clamp_min(1e-12)
+    return specific / length * (logit * features.shape[-1] ** 0.5 / length)
 
 
 REPO = Path(__file__).resolve().parents[1]
