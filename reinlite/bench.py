@@ -403,7 +403,9 @@ def markdown(report: dict) -> str:
     lines = []
     cfg = report["config"]
     clock = report.get("clock", "cpu")
-    lines.append(f"### Training step on the course configuration ({report['device']}, {report['threads']} "
+    where = ("the course configuration" if cfg["backbone"]["name"] in ("course_vit", "vit_tiny_patch16_224")
+             else f"{cfg['backbone']['name']} with the course head")
+    lines.append(f"### Training step on {where} ({report['device']}, {report['threads']} "
                  f"thread(s), amp {report['amp']}, ratios from {clock} time)\n")
     lines.append(f"Backbone: {cfg['backbone']['note']}; crop {cfg['crop_size'][0]}x{cfg['crop_size'][1]}, "
                  f"batch {cfg['batch_size']}; head {cfg['head']}; Rein m={cfg['rein']['num_tokens']}, "
@@ -491,8 +493,11 @@ def bench_figure(report: dict, path: str | os.PathLike) -> None:
         for i, v in enumerate(vals):
             ax.text(i, v + 0.01, f"{v:.2f}", ha="center", va="bottom", fontsize=8)
         if full:
-            ax.axhline(target, color="tab:red", ls="--", lw=1)
-            ax.text(-0.45, target + 0.01, f"target {target}", color="tab:red", ha="left", va="bottom", fontsize=8)
+            ax.axhline(target, color="tab:red", ls="--", lw=1, label=f"target for Rein: {target}")
+            if "frozen+bwd" in step:
+                ax.axhline(step["frozen+bwd"][key] / full[key], color="black", ls=":", lw=1,
+                           label="frozen+bwd: backprop through the frozen ViT, nothing trained in it")
+            ax.legend(fontsize=7, loc="lower right", framealpha=0.9)
         ax.set_ylabel(f"{label} / full fine-tuning" if full else label)
         ax.set_title(label)
         ax.tick_params(axis="x", rotation=30)

@@ -9,7 +9,7 @@ from reinlite.cli import main
 def test_bench_tiny_in_process_writes_tables_and_json(tmp_path, capsys):
     out_json, out_md = tmp_path / "b.json", tmp_path / "b.md"
     rc = main(["bench", "--tiny", "--in-process", "--repeats", "1", "--steps", "1", "--warmup", "0",
-               "--json", str(out_json), "--markdown", str(out_md)])
+               "--json", str(out_json), "--markdown", str(out_md), "--figure", str(tmp_path / "b.png")])
     assert rc == 0
     report = json.loads(out_json.read_text())
     assert list(report["step"]) == list(bench.METHODS)
@@ -17,10 +17,11 @@ def test_bench_tiny_in_process_writes_tables_and_json(tmp_path, capsys):
         assert r["median_s"] > 0 and r["cpu_s"] > 0 and r["wall_s"] > 0
         assert r["peak_bytes"] >= r["static_bytes"] > 0
         assert (r["trainable"] == 0) == (method in ("frozen", "frozen+bwd"))
-    assert set(report["backbone"]) == {"rein", "frozen+bwd"}
+    assert set(report["backbone"]) == {"rein", "frozen+bwd", "full"}
     s = report["summary"]
     for key in ("rein_layer_overhead_step", "rein_layer_overhead_backbone", "rein_vs_full_time",
-                "rein_vs_full_peak_memory", "rein_vs_frozen_step"):
+                "rein_vs_full_peak_memory", "rein_vs_frozen_step", "rein_vs_full_time_backbone",
+                "frozen_vs_full_time", "frozen_vs_full_peak_memory"):
         assert isinstance(s[key], float)
     assert set(s["met"]) == set(s["targets"])
     assert report["counts"]["DINOv2-S"]["rein"] == 684_033 and report["counts"]["DINOv2-S"]["frozen"] == 0
@@ -28,6 +29,7 @@ def test_bench_tiny_in_process_writes_tables_and_json(tmp_path, capsys):
     for needle in ("| method | trainable (backbone) |", "Rein step / full fine-tuning step", "| DINOv2-S |"):
         assert needle in text
     assert out_md.read_text().startswith("### Training step")
+    assert (tmp_path / "b.png").stat().st_size > 1000
 
 
 def test_a_fresh_process_measurement():
