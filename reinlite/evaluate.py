@@ -247,6 +247,8 @@ def _model_from_args(args):
         raise FileNotFoundError(f"checkpoint not found: {args.checkpoint}")
     cfg = load_config(args.config, getattr(args, "overrides", ()) or ()) if getattr(args, "config", None) else None
     model, cfg = load_model(args.checkpoint, cfg, () if cfg else (getattr(args, "overrides", ()) or ()))
+    if cfg.get("threads"):
+        torch.set_num_threads(int(cfg["threads"]))
     device = torch.device("cuda" if torch.cuda.is_available() and cfg["device"] != "cpu" else "cpu")
     return model.to(device), cfg
 

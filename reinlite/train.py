@@ -878,6 +878,9 @@ def train(cfg: dict, *, stop_at: Optional[int] = None,
     if is_main and step > start:
         print(f"trained {cfg['name']}: steps {start}->{step} in {seconds:.1f} s; "
               f"checkpoint {out_dir / CKPT_NAME}", file=sys.stderr)
+    elif is_main:
+        print(f"{cfg['name']}: already trained to step {step} ({out_dir / CKPT_NAME}); "
+              f"nothing to do (train.resume=none or another out_dir starts afresh)", file=sys.stderr)
     return dict(checkpoint=out_dir / CKPT_NAME, step=step, losses=history, seconds=seconds,
                 out_dir=out_dir, rank=rank, world=world)
 
