@@ -217,3 +217,38 @@ def heatmap_grid(matrices: Sequence, titles: Sequence[str], xlabel: str = "", yl
     axes[-1, 0].set_xlabel(xlabel, fontsize=8)
     fig.colorbar(shown, ax=list(axes[:, 0]), shrink=0.8)
     return fig
+
+
+def pca(features, q: int = 3):
+    """Principal components of feature vectors, fitted jointly on all of them.
+
+    features: [..., C] (e.g. patch tokens [N, h, w, C] of several images). Centres the rows,
+    takes the SVD X = U S V^T and keeps the top ``q`` right singular vectors. Each
+    component's sign is fixed so that its largest-magnitude loading is positive
+    (deterministic output). Returns (projections [..., q], components [q, C],
+    explained variance ratio [q]) as torch tensors.
+    """
+    import torch
+
+    x = torch.as_tensor(features).float()
+    lead, c = x.shape[:-1], x.shape[-1]
+    flat = x.reshape(-1, c)
+    flat = flat - flat.mean(0)
+    _, s, vh = torch.linalg.svd(flat, full_matrices=False)
+    comps = vh[:q]
+    signs = torch.sign(comps.gather(1, comps.abs().argmax(1, keepdim=True)))
+    comps = comps * signs
+    ratio = (s[:q] ** 2) / (s ** 2).sum()
+    return (flat @ comps.T).reshape(*lead, q), comps, ratio
+
+
+def pca_rgb(features, quantiles: Sequence[float] = (0.02, 0.98)) -> np.ndarray:
+    """Features [..., C] -> RGB [..., 3] in [0, 1]: the first three principal components
+    (:func:`pca`, fitted jointly), each scaled between its ``quantiles``."""
+    import torch
+
+    proj = pca(features, 3)[0]
+    flat = proj.reshape(-1, 3)
+    lo = torch.quantile(flat, quantiles[0], dim=0)
+    hi = torch.quantile(flat, quantiles[1], dim=0)
+    return ((proj - lo) / (hi - lo + 1e-6)).clamp(0, 1).numpy()
