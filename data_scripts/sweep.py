@@ -136,7 +136,8 @@ def summarise(records: list[dict], cfg: dict) -> str:
     lines = [f"Budget (identical for every run): {cfg['optim']['iters']} iterations, batch "
              f"{cfg['optim']['batch_size']}, crop {cfg['data']['crop_size']}, lr {cfg['optim']['lr']}, "
              f"backbone {cfg['model']['backbone']} (pretrained={cfg['model']['pretrained']}), head "
-             f"{cfg['model']['head']}.", ""]
+             f"{ {k: v for k, v in cfg['model']['head'].items() if k != 'num_queries'} } with as many queries as the "
+             f"base Rein has tokens ({(cfg['model']['rein'] or {}).get('num_tokens')}).", ""]
     groups: dict[str, list[str]] = {}
     for r in records:
         groups.setdefault(r["group"], [])
