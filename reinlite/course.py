@@ -23,7 +23,8 @@ from torch import Tensor
 
 __all__ = ["FAST", "is_fast", "pick", "setup", "benchmark_images", "to_tensor",
            "course_backbone", "patch_features", "rein_inputs", "patch_token", "find_checkpoint", "trained_model", "try_check",
-           "IMAGENET_MEAN", "IMAGENET_STD"]
+           "IMAGENET_MEAN", "IMAGENET_STD", "repo_root", "data_dir", "benchmark_root", "FAST_BENCHMARK",
+           "FULL_BENCHMARK"]
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -245,8 +246,10 @@ def try_check(check: Callable[[], Any], success: str = "correct!") -> bool:
 # ---------------------------------------------------------------------------------------------
 # Data and runs for notebooks 00, 01 and 07-10 (load if present, else make)
 # ---------------------------------------------------------------------------------------------
-#: sizes of the small benchmark written in fast mode (CI): source, held-out source, per target
+#: the small benchmark written in fast mode (CI): source images, and images per target (and held out)
 FAST_BENCHMARK = dict(source=32, target=8)
+#: the full benchmark: the command line's defaults (``reinlite data benchmark``)
+FULL_BENCHMARK = dict(source=2000, target=500)
 
 
 def repo_root() -> Optional["Path"]:
@@ -283,7 +286,7 @@ def benchmark_root(root=None, seed: int = 0, verbose: bool = True) -> "Path":
 
     from .data.benchmark import write_benchmark
 
-    sizes = dict(FAST_BENCHMARK) if is_fast() else dict(source=2000, target=500)
+    sizes = dict(FAST_BENCHMARK) if is_fast() else dict(FULL_BENCHMARK)
     root = Path(root) if root is not None else data_dir() / pick("benchmark", "benchmark_fast")
     manifest = root / "benchmark.json"
     if manifest.is_file():
@@ -295,6 +298,7 @@ def benchmark_root(root=None, seed: int = 0, verbose: bool = True) -> "Path":
     tmp = root.with_name(f"{root.name}.tmp{os.getpid()}")
     if verbose:
         print(f"benchmark: writing {sizes['source']} source + {sizes['target']} per target to {root} ...")
+    root.parent.mkdir(parents=True, exist_ok=True)
     write_benchmark(tmp, seed=seed, workers=pick(2, 1), progress=False, **sizes)
     try:
         tmp.rename(root)
