@@ -52,17 +52,19 @@ def run_info(args) -> int:
 
 # ----------------------------------------------------------------------------- demo (core)
 def add_demo(sub) -> None:
-    p = sub.add_parser("demo", help="the main job on the embedded defaults (what `make demo` runs)")
+    p = sub.add_parser("demo", help="the main job on the embedded defaults (what `make demo` runs): "
+                                    "write the benchmark if missing, train Rein on the course config, "
+                                    "evaluate on every target domain")
+    p.add_argument("--config", default="course", help="config name or path (default: course)")
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. optim.iters=200")
     p.set_defaults(func=run_demo)
 
 
 def run_demo(args) -> int:
-    from .backbone import WEIGHTS_DIR
+    from .evaluate import run_demo as demo
 
-    if (WEIGHTS_DIR / "course_vit.json").is_file():
-        return run_info(build_parser().parse_args(["info", "--backbone", "course_vit"]))
-    return run_info(build_parser().parse_args(
-        ["info", "--backbone", "vit_small_patch14_dinov2", "--pretrained", "false", "--img-size", "224", "224"]))
+    demo(args.config, args.overrides)
+    return 0
 
 
 # ----------------------------------------------------------------------------- train / eval / predict (train)
