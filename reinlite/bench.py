@@ -121,8 +121,6 @@ def _method_kwargs(method: str, cfg: dict, num_prompts: int) -> tuple[str, dict]
 
 def build_model(method: str, cfg: dict, num_prompts: int = 50):
     """(backbone, head) for ``method`` on ``cfg`` (the bench's config dict)."""
-    import torch
-
     from .head import Mask2FormerHead
     from .peft import build_peft_backbone
 
@@ -242,7 +240,7 @@ def measure(method: str, cfg: dict, steps: int = 5, warmup: int = 2, amp: str = 
 
     static = sum(t.numel() * t.element_size() for m in (bb, head) for t in list(m.parameters()) + list(m.buffers()))
     rss0 = _rss_bytes()
-    resettable = _reset_peak()
+    _reset_peak()
     if dev.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
         mem0 = torch.cuda.memory_allocated()
