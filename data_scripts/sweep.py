@@ -173,8 +173,11 @@ def main(argv: Optional[list[str]] = None) -> int:
     p.add_argument("--no-source", action="store_true", help="skip the source's held-out split")
     p.add_argument("--list", action="store_true", help="print the runs and exit")
     p.add_argument("--threads", type=int, default=2)
-    p.add_argument("overrides", nargs="*", help="train config key=value overrides (every run)")
-    args = p.parse_args(argv)
+    p.add_argument("overrides", nargs="*", help="train config key=value overrides (every run), anywhere on the line")
+    argv = list(sys.argv[1:] if argv is None else argv)
+    overrides = [a for a in argv if "=" in a and not a.startswith("-")]
+    args = p.parse_args([a for a in argv if a not in overrides])
+    args.overrides = overrides
 
     import torch
 
@@ -207,7 +210,7 @@ def main(argv: Optional[list[str]] = None) -> int:
                   f"train {rec['train_seconds']:.0f} s", flush=True)
             data["runs"].append(rec)
             data["config"] = base_cfg
-            data["command"] = "python data_scripts/sweep.py " + " ".join(sys.argv[1:] if argv is None else argv)
+            data["command"] = "python data_scripts/sweep.py " + " ".join(argv)
             results_path.write_text(json.dumps(data, indent=1) + "\n")
             (out / "results.md").write_text(summarise(data["runs"], base_cfg) + "\n")
     if data["runs"]:
