@@ -5,7 +5,6 @@ import torch.nn.functional as F
 from reinlite.head import (Mask2FormerHead, MSDeformAttn, ms_deform_attn_sample,
                            semantic_inference, sine_positional_encoding)
 
-torch.set_num_threads(2)
 
 
 def _feats(b=2, c=24, h=32, w=64):

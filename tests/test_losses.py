@@ -9,7 +9,6 @@ from reinlite.losses import (Mask2FormerLoss, batch_dice_cost, batch_sigmoid_ce_
                              dice_loss, hungarian_match, match_cost, point_sample,
                              semantic_to_targets, uncertain_point_coords)
 
-torch.set_num_threads(2)
 
 
 def brute_force(cost):
@@ -115,7 +114,16 @@ def test_loss_deep_supervision_keys():
     torch.testing.assert_close(losses["loss"], total)
 
 
-def test_loss_falls_when_overfitting_one_batch():
+@pytest.fixture
+def one_thread():
+    """Small ops: one thread avoids waiting for a second core that another job holds."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def test_loss_falls_when_overfitting_one_batch(one_thread):
     torch.manual_seed(0)
     k, m = 4, 6
     head = Mask2FormerHead(16, num_classes=k, num_queries=m, query_dim=16, hidden_dim=32,
