@@ -218,3 +218,13 @@ def test_baseline_methods_build_and_step(tmp_path, method):
         assert "backbone.vit.pos_embed" in nd and "backbone.vit.cls_token" in nd
     if method == "lora":
         assert any(k.startswith("backbone.peft") for k in w)
+
+
+def test_cli_missing_benchmark_and_config(tmp_path, capsys):
+    path = tmp_path / "c.json"
+    path.write_text(json.dumps(tiny_cfg(tmp_path, data={"kind": "benchmark", "root": str(tmp_path / "nope")})))
+    assert cli.main(["train", "--config", str(path)]) == 2
+    assert "no benchmark at" in capsys.readouterr().err
+    assert cli.main(["train", "--config", "cuorse"]) == 2
+    err = capsys.readouterr().err
+    assert "config 'cuorse' not found" in err and "course" in err
