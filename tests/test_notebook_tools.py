@@ -113,3 +113,51 @@ def test_course_notebook_is_committed_clean(name):
     assert any("widgets.interact" in c.source for c in code), "an ipywidgets explorer"
     assert any("image/png" in o.get("data", {}) for c in code for o in c.outputs), "a static figure"
     assert any("try_check" in c.source for c in code), "an exercise checked by reinlite.checks"
+
+
+# ---------------------------------------------------------------- reinlite.course (notebook helpers)
+def test_fast_mode_and_pick(monkeypatch):
+    from reinlite import course
+
+    monkeypatch.setenv("REINLITE_FAST", "1")
+    assert course.is_fast() and course.pick(100, 3) == 3
+    monkeypatch.setenv("REINLITE_FAST", "0")
+    assert not course.is_fast() and course.pick(100, 3) == 100
+
+
+def test_patch_token_is_orthogonal_to_the_common_component():
+    import torch
+
+    from reinlite import course
+
+    torch.manual_seed(0)
+    features = torch.randn(40, 16) * 0.1 + torch.randn(16) * 10      # a large shared component
+    token = course.patch_token(features, 5, logit=20.0)
+    assert abs(float(token @ features.mean(0))) < 1e-3 * float(features.mean(0).norm() * token.norm())
+    assert torch.isclose(features[5] @ token / 4.0, torch.tensor(20.0), rtol=5e-3)  # float32 cancellation
+    mask = torch.zeros(40, dtype=torch.bool)
+    mask[:4] = True
+    assert torch.allclose(course.patch_token(features, mask), course.patch_token(features, [0, 1, 2, 3]))
+
+
+def test_try_check_prints_the_verdict(capsys):
+    import torch
+
+    from reinlite import course
+    from reinlite.checks import check_close
+
+    assert course.try_check(lambda: check_close(torch.ones(2), torch.ones(2))) is True
+    assert course.try_check(lambda: check_close(torch.ones(3), torch.ones(2), name="S")) is False
+    out = capsys.readouterr().out
+    assert "correct" in out and "not yet: S: expected shape (2,), got (3,)" in out
+
+
+def test_to_tensor_normalises_like_imagenet():
+    import numpy as np
+
+    from reinlite import course
+
+    image = np.full((8, 16, 3), 255, np.uint8)
+    x = course.to_tensor([image, image])
+    assert tuple(x.shape) == (2, 3, 8, 16)
+    assert abs(float(x[0, 0, 0, 0]) - (1 - 0.485) / 0.229) < 1e-5
