@@ -12,6 +12,15 @@ from reinlite.train import load_config, load_model, train
 from reinlite.viz import normalize_confusion, overlay
 
 
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Tiny models: one thread avoids waiting for a second core that another job holds."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
 def test_confusion_and_iou_by_hand():
     # K = 3; 255 is ignored
     target = torch.tensor([0, 0, 0, 1, 1, 2, 255, 255])
