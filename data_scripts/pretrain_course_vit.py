@@ -322,6 +322,7 @@ def export(ckpt_path: Path, dest: Path):
         "timm_kwargs": kw,
         "sha256": sha,
         "command": ck["command"],
+        "earlier_commands": ck.get("history", []),
         "seed": ck["seed"],
         "steps": ck["step"],
         "batch_items": ck["args"]["batch"],
@@ -361,6 +362,9 @@ def main(argv=None):
     ap.add_argument("--w-geom", type=float, default=0.5)
     ap.add_argument("--export", type=Path, default=None,
                     help="only export <out>/ckpt.pt to DIR/course_vit.{safetensors,json}")
+    ap.add_argument("--reschedule", action="store_true",
+                    help="resume a checkpoint made with another --steps: the cosine schedule ends at "
+                         "the new --steps (recorded in the checkpoint's history)")
     ap.add_argument("--max-minutes", type=float, default=None,
                     help="stop (after checkpointing) when this session has run this long")
     args = ap.parse_args(argv)
@@ -382,7 +386,7 @@ def main(argv=None):
     no_decay = [p for p in params if p.ndim < 2]
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": args.wd},
                              {"params": no_decay, "weight_decay": 0.0}], lr=args.lr)
-    step, elapsed = 0, 0.0
+    step, elapsed, history = 0, 0.0, []
     if ckpt_path.exists():
         ck = torch.load(ckpt_path, map_location="cpu", weights_only=False)
         vit.load_state_dict(ck["vit"])
@@ -390,9 +394,19 @@ def main(argv=None):
         opt.load_state_dict(ck["opt"])
         step, elapsed = ck["step"], ck["elapsed"]
         command = ck["command"]
-        if ck["args"]["steps"] != args.steps or ck["seed"] != args.seed:
+        history = ck.get("history", [])
+        if ck["seed"] != args.seed or (ck["args"]["steps"] != args.steps and not args.reschedule):
             raise SystemExit(f"{ckpt_path} was made with --steps {ck['args']['steps']} --seed "
-                             f"{ck['seed']}; resume with the same values")
+                             f"{ck['seed']}; resume with the same values (or --reschedule to end the "
+                             f"cosine schedule at a new --steps)")
+        if ck["args"]["steps"] != args.steps:
+            # shorten (or lengthen) the run: the cosine schedule is recomputed for the new total
+            # from this step on; both commands are kept in the record
+            history = history + [dict(until_step=step, command=command)]
+            command = ("python " + " ".join(shlex.quote(a) for a in [sys.argv[0], *sys.argv[1:]])
+                       if argv is None else "python data_scripts/pretrain_course_vit.py "
+                       + " ".join(shlex.quote(a) for a in argv))
+            print(f"rescheduled: {ck['args']['steps']} -> {args.steps} total steps from step {step}")
         print(f"resuming from {ckpt_path} at step {step} ({elapsed / 60:.1f} min so far)")
     else:
         (args.out / "command.txt").write_text(command + "\n")
@@ -411,7 +425,7 @@ def main(argv=None):
     def save(last):
         tmp = ckpt_path.with_suffix(".tmp")
         torch.save(dict(vit=vit.state_dict(), heads=heads.state_dict(), opt=opt.state_dict(),
-                        step=step, elapsed=elapsed, seed=args.seed, command=command,
+                        step=step, elapsed=elapsed, seed=args.seed, command=command, history=history,
                         args={k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
                         last_losses=last), tmp)
         os.replace(tmp, ckpt_path)
