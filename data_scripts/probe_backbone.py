@@ -16,7 +16,7 @@ get the same colours across domains for a good backbone, and noise for a random 
 
 Usage:
     python data_scripts/probe_backbone.py                       # defaults below
-    python data_scripts/probe_backbone.py --bench /tmp/probe_bench --source 500 --target 200 \\
+    python data_scripts/probe_backbone.py --bench /tmp/probe_bench --source 300 --target 100 \\
         --size 128 256 --weights-dir /tmp/course_vit_export --json out.json
 The benchmark is written first if ``--bench`` holds none (``reinlite data benchmark``'s writer).
 """
@@ -169,13 +169,13 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--bench", type=Path, default=Path("/tmp/probe_bench"))
     ap.add_argument("--bench-seed", type=int, default=0)
-    ap.add_argument("--source", type=int, default=500, help="source images the probe trains on")
-    ap.add_argument("--target", type=int, default=200, help="images per target domain")
+    ap.add_argument("--source", type=int, default=300, help="source images the probe trains on")
+    ap.add_argument("--target", type=int, default=100, help="images per target domain (and held-out source)")
     ap.add_argument("--size", type=int, nargs=2, default=(128, 256), help="H W the ViT sees")
     ap.add_argument("--weights-dir", type=Path, default=None,
                     help="folder with course_vit.safetensors + course_vit.json (default: the shipped "
                          "reinlite/weights); e.g. the output of pretrain_course_vit.py --export DIR")
-    ap.add_argument("--epochs", type=int, default=30)
+    ap.add_argument("--epochs", type=int, default=20)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--json", type=Path, default=None, help="write the results here")
     ap.add_argument("--pca", type=Path, default=Path("docs/img/course_vit_pca.png"))
@@ -187,9 +187,10 @@ def main(argv=None):
     from reinlite.data import classes as C
     from reinlite.data.benchmark import benchmark_datasets, write_benchmark
     if not (args.bench / "benchmark.json").is_file():
-        print(f"writing the benchmark to {args.bench} (seed {args.bench_seed}) ...")
-        write_benchmark(args.bench, seed=args.bench_seed, source=args.source, target=args.target,
-                        workers=1)
+        # the default benchmark (``reinlite data benchmark --out DIR``); the probe reads the first
+        # --source training images, the first --target held-out source images and target images
+        print(f"writing the default benchmark to {args.bench} (seed {args.bench_seed}) ...")
+        write_benchmark(args.bench, seed=args.bench_seed, workers=2)
     ds = benchmark_datasets(args.bench)
     doms = [d for d in ds if d not in ("gta",)]
     data = {"gta": load_domain(ds["gta"], args.source, args.size)}
