@@ -32,7 +32,7 @@ test-unit: $(STAMP)
 test-notebooks: $(STAMP)
 	@if ls notebooks/*.ipynb >/dev/null 2>&1; then \
 	  REINLITE_FAST=1 $(PY) -m pytest -q -n $(PYTEST_WORKERS) --nbval-lax --nbval-current-env \
-	    --sanitize-with notebooks/sanitize.cfg -p no:cacheprovider notebooks/*.ipynb; \
+	    --nbval-sanitize-with notebooks/sanitize.cfg -p no:cacheprovider notebooks/*.ipynb; \
 	else echo "no notebooks yet"; fi
 
 lab: $(STAMP)
