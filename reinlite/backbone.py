@@ -286,10 +286,12 @@ class ReinBackbone(nn.Module):
     def forward_patch_maps(self, images: Tensor) -> list[Tensor]:
         """Patch tokens after blocks ``out_indices`` as maps [B, C, H/p, W/p] (after their Rein)."""
         self.check_input(images)
+        unique = sorted(set(self.out_indices))  # a block may feed several strides (shallow ViTs)
         maps = self.vit.forward_intermediates(
-            images, indices=list(self.out_indices), norm=False, stop_early=True,
+            images, indices=unique, norm=False, stop_early=True,
             output_fmt="NCHW", intermediates_only=True)
-        return list(maps)
+        by_block = dict(zip(unique, maps))
+        return [by_block[i] for i in self.out_indices]
 
     def forward(self, images: Tensor) -> tuple[list[Tensor], Optional[Tensor]]:
         feats = []

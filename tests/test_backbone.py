@@ -183,3 +183,11 @@ def test_adapt_state_dict_resamples_the_position_grid():
 def test_parameter_table_lists_trainable_and_total():
     table = parameter_table(tiny())
     assert "| rein |" in table and "| vit | 0 |" in table and "**all**" in table
+
+
+def test_shallow_vit_repeats_a_block_across_strides():
+    bb = build_backbone("vit_small_patch14_dinov2", img_size=64, patch_size=16, depth=2,
+                        rein=dict(num_tokens=4, rank=2, query_dim=8))
+    assert bb.out_indices == (0, 0, 1, 1)
+    feats, _ = bb(torch.randn(1, 3, 64, 64))
+    assert [tuple(f.shape[-2:]) for f in feats] == [(16, 16), (8, 8), (4, 4), (2, 2)]
