@@ -16,9 +16,14 @@ Groups:
   tokens   Rein with m in 2, 10, 25, 50, 100, 200  (the paper sweeps 25..200; m=1 is impossible:
            token 0 is the "do nothing" sink, so m >= 2)
   rank     Rein with r in 4, 8, 16, 32 and full rank
-  pieces   tokens + shared MLPs (full rank, no queries) -> + low rank -> + queries (= Rein).
-           The paper's first step, "Rein-core", has per-layer MLPs; reinlite's Rein always
-           shares its two MLPs, so the sweep starts at "+ shared MLPs".
+  pieces   tokens only (full rank, no MLPs, no queries: Delta f = S T + f) -> + shared MLPs
+           -> + low rank -> + queries (= Rein). The paper's first step, "Rein-core", has
+           per-layer MLPs (52.84M on DINOv2-L); "tokens only" has none, so it is a smaller
+           first step than the paper's.
+
+A run whose method and arguments equal an already finished run at the same seed (rank 16 in
+the rank group, "+ queries" in the pieces group: both are the base Rein) is not trained
+again: its record is copied, with ``same_as`` naming the run it reuses.
 
 Results go to ``--out`` (default docs/sweep): ``results.json`` (every run: config, trainable
 parameters, per-domain mIoU, seconds) and ``results.md``. Finished runs are skipped, so an
@@ -37,6 +42,9 @@ from typing import Optional
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+
+GROUPS = ("methods", "tokens", "rank", "pieces")
 
 
 def run_specs(groups, rein_base: dict, vpt_prompts: int) -> list[dict]:
@@ -60,6 +68,8 @@ def run_specs(groups, rein_base: dict, vpt_prompts: int) -> list[dict]:
         for r in (4, 8, 16, 32, None):
             add(f"rein_r{r or 'full'}", "rank", "rein", **{**rein_base, "rank": r})
     if "pieces" in groups:
+        add("tokens_only", "pieces", "rein",
+            **{**rein_base, "rank": None, "link_to_queries": False, "shared_mlps": False})
         add("tokens+shared_mlps", "pieces", "rein", **{**rein_base, "rank": None, "link_to_queries": False})
         add("+low_rank", "pieces", "rein", **{**rein_base, "link_to_queries": False})
         add("+queries (Rein)", "pieces", "rein", **rein_base)
@@ -123,6 +133,15 @@ def run_one(spec: dict, seed: int, base_cfg: dict, out: Path, eval_source: bool)
                 steps=result["step"], final_loss=(result.get("losses") or [None])[-1])
 
 
+def backbone_stamp(cfg: dict) -> str:
+    """What the backbone's weights are: the shipped course_vit's sha256, else the name."""
+    m = cfg["model"]
+    if m["backbone"] == "course_vit" and m["pretrained"] is True:
+        meta = json.loads((ROOT / "reinlite" / "weights" / "course_vit.json").read_text())
+        return f"course_vit sha256 {meta['sha256']}"
+    return f"{m['backbone']} pretrained={m['pretrained']}"
+
+
 def _mean_sd(values):
     values = [v for v in values if v is not None]
     if not values:
@@ -137,6 +156,9 @@ def summarise(records: list[dict], cfg: dict) -> str:
              f"backbone {cfg['model']['backbone']} (pretrained={cfg['model']['pretrained']}), head "
              f"{ {k: v for k, v in cfg['model']['head'].items() if k != 'num_queries'} } with as many queries as the "
              f"base Rein has tokens ({(cfg['model']['rein'] or {}).get('num_tokens')}).", ""]
+    order = {(s["group"], s["name"]): i for i, s in enumerate(
+        run_specs(GROUPS, dict(num_tokens=32, rank=16, query_dim=128), 50))}
+    records = sorted(records, key=lambda r: (order.get((r["group"], r["name"]), len(order)), r["seed"]))
     groups: dict[str, list[str]] = {}
     for r in records:
         groups.setdefault(r["group"], [])
@@ -165,7 +187,7 @@ def summarise(records: list[dict], cfg: dict) -> str:
 def main(argv: Optional[list[str]] = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--config", default="course", help="train config name or path (default course)")
-    p.add_argument("--groups", nargs="+", default=["methods"], choices=("methods", "tokens", "rank", "pieces"))
+    p.add_argument("--groups", nargs="+", default=["methods"], choices=GROUPS)
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--only", nargs="+", default=None, help="run only these run names")
     p.add_argument("--vpt-prompts", type=int, default=50, help="VPT prompts per layer (default 50)")
@@ -173,6 +195,9 @@ def main(argv: Optional[list[str]] = None) -> int:
     p.add_argument("--no-source", action="store_true", help="skip the source's held-out split")
     p.add_argument("--list", action="store_true", help="print the runs and exit")
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--jobs", type=int, default=1,
+                   help="runs trained at once, each in its own process (use --jobs 2 with the course "
+                        "config's 1 thread per run on a 2-core machine)")
     p.add_argument("overrides", nargs="*", help="train config key=value overrides (every run), anywhere on the line")
     argv = list(sys.argv[1:] if argv is None else argv)
     overrides = [a for a in argv if "=" in a and not a.startswith("-")]
@@ -198,21 +223,61 @@ def main(argv: Optional[list[str]] = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     results_path = out / "results.json"
     data = json.loads(results_path.read_text()) if results_path.is_file() else {"runs": []}
+    stamp = backbone_stamp(base_cfg)
+    if data["runs"]:
+        old_cfg = {k: v for k, v in data.get("config", {}).items() if k not in ("seed", "name")}
+        new_cfg = {k: v for k, v in json.loads(json.dumps(base_cfg)).items() if k not in ("seed", "name")}
+        if old_cfg != new_cfg or data.get("backbone") != stamp:
+            changed = sorted(k for k in set(old_cfg) | set(new_cfg) if old_cfg.get(k) != new_cfg.get(k))
+            raise SystemExit(
+                f"{results_path} holds runs made with another configuration (differs in: "
+                f"{', '.join(changed) or 'backbone weights'}; backbone {data.get('backbone')} vs {stamp}); "
+                f"its runs would not be comparable: pass another --out, or move that file away")
+    data["backbone"] = stamp
     done = {(r["group"], r["name"], r["seed"]) for r in data["runs"]}
-    for seed in args.seeds:  # seed-major: a partial sweep has every method at the first seeds
-        for spec in specs:
-            key = (spec["group"], spec["name"], seed)
-            if key in done:
-                continue
-            print(f"== {spec['group']} / {spec['name']} / seed {seed}", flush=True)
-            rec = run_one(spec, seed, base_cfg, out, not args.no_source)
-            print(f"   mIoU {rec['miou']}  mean(targets) {rec['mean_targets']:.1f}  "
-                  f"train {rec['train_seconds']:.0f} s", flush=True)
-            data["runs"].append(rec)
-            data["config"] = base_cfg
-            data["command"] = "python data_scripts/sweep.py " + " ".join(argv)
-            results_path.write_text(json.dumps(data, indent=1) + "\n")
-            (out / "results.md").write_text(summarise(data["runs"], base_cfg) + "\n")
+    command = "python data_scripts/sweep.py " + " ".join(argv)
+    # seed-major: a partial sweep has every method at the first seeds
+    todo = [(spec, seed) for seed in args.seeds for spec in specs
+            if (spec["group"], spec["name"], seed) not in done]
+    # the same configuration twice (the base Rein in several groups) is trained once
+    def same_key(method, kwargs, seed):
+        return method, json.dumps(kwargs, sort_keys=True), seed
+
+    def trained():
+        return {same_key(r["method"], r["kwargs"], r["seed"]): r for r in data["runs"] if "same_as" not in r}
+
+    to_train, to_copy, planned = [], [], set(trained())
+    for spec, seed in todo:
+        k = same_key(spec["method"], spec["kwargs"], seed)
+        (to_copy if k in planned else to_train).append((spec, seed))
+        planned.add(k)
+
+    def record(rec):
+        print(f"== {rec['group']} / {rec['name']} / seed {rec['seed']}: mIoU "
+              f"{ {k: round(v, 1) for k, v in rec['miou'].items()} }  mean(targets) "
+              f"{rec['mean_targets']:.1f}  train {rec['train_seconds']:.0f} s", flush=True)
+        rec["command"] = command
+        data["runs"].append(rec)
+        data["config"] = base_cfg
+        data["command"] = command
+        results_path.write_text(json.dumps(data, indent=1) + "\n")
+        (out / "results.md").write_text(summarise(data["runs"], base_cfg) + "\n")
+
+    if args.jobs <= 1:
+        for spec, seed in to_train:
+            print(f"== {spec['group']} / {spec['name']} / seed {seed} ...", flush=True)
+            record(run_one(spec, seed, base_cfg, out, not args.no_source))
+    else:
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor, as_completed
+        with ProcessPoolExecutor(args.jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+            futures = [pool.submit(run_one, spec, seed, base_cfg, out, not args.no_source)
+                       for spec, seed in to_train]
+            for f in as_completed(futures):
+                record(f.result())
+    for spec, seed in to_copy:
+        src = trained()[same_key(spec["method"], spec["kwargs"], seed)]
+        record(dict(src, group=spec["group"], name=spec["name"], same_as=f"{src['group']}/{src['name']}"))
     if data["runs"]:
         print(summarise(data["runs"], data.get("config", base_cfg)))
     return 0

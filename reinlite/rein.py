@@ -162,6 +162,9 @@ class Rein(nn.Module):
         link_to_queries: build instance queries from the tokens (adds transform, merge).
         zero_init_delta: no learnable s (fixed 1.0) and W_f, b_f zero-initialised, so the
             layer starts as the identity.
+        shared_mlps: False drops both MLPs (W_T, W_f become the identity), leaving the
+            "tokens only" ablation Delta f = S[:, 1:] T[1:] + f. Not the release's Rein; used
+            by the pieces ablation (data_scripts/sweep.py).
 
     Trainable parameters for DINOv2-L (L=24, c=1024, m=100, Q=256): 2,990,081 with r=16 and
     5,016,065 with full-rank tokens.
@@ -179,6 +182,7 @@ class Rein(nn.Module):
         use_softmax: bool = True,
         link_to_queries: bool = True,
         zero_init_delta: bool = False,
+        shared_mlps: bool = True,
     ) -> None:
         super().__init__()
         if num_tokens < 2:
@@ -187,6 +191,8 @@ class Rein(nn.Module):
             )
         if rank is not None and rank < 1:
             raise ValueError(f"rank must be None (full rank) or >= 1, got {rank}")
+        if zero_init_delta and not shared_mlps:
+            raise ValueError("zero_init_delta needs the shared MLPs (it zero-initialises W_f)")
         self.num_layers = num_layers
         self.embed_dim = embed_dim
         self.num_tokens = num_tokens
@@ -196,6 +202,7 @@ class Rein(nn.Module):
         self.use_softmax = use_softmax
         self.link_to_queries = link_to_queries
         self.zero_init_delta = zero_init_delta
+        self.shared_mlps = shared_mlps
 
         bound = token_init_bound(patch_size, embed_dim, rank)
         if rank is None:
@@ -207,8 +214,12 @@ class Rein(nn.Module):
             nn.init.uniform_(self.learnable_tokens_a, -bound, bound)
             nn.init.uniform_(self.learnable_tokens_b, -bound, bound)
 
-        self.mlp_token2feat = nn.Linear(embed_dim, embed_dim)
-        self.mlp_delta_f = nn.Linear(embed_dim, embed_dim)
+        if shared_mlps:
+            self.mlp_token2feat = nn.Linear(embed_dim, embed_dim)
+            self.mlp_delta_f = nn.Linear(embed_dim, embed_dim)
+        else:
+            self.mlp_token2feat = nn.Identity()
+            self.mlp_delta_f = nn.Identity()
         if zero_init_delta:
             self.scale = 1.0  # a plain float: not a parameter, not in the state dict
             nn.init.zeros_(self.mlp_delta_f.weight)
@@ -265,4 +276,5 @@ class Rein(nn.Module):
             f"num_layers={self.num_layers}, embed_dim={self.embed_dim}, num_tokens={self.num_tokens}, "
             f"rank={self.rank}, query_dim={self.query_dim}, use_softmax={self.use_softmax}, "
             f"link_to_queries={self.link_to_queries}, zero_init_delta={self.zero_init_delta}"
+            + ("" if self.shared_mlps else ", shared_mlps=False")
         )

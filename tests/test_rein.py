@@ -58,6 +58,21 @@ def test_state_dict_uses_the_release_names():
     assert "scale" not in Rein(**PAPER, zero_init_delta=True).state_dict()
 
 
+def test_tokens_only_variant_drops_both_mlps():
+    """The pieces ablation's first step: Delta f = S[:, 1:] T[1:] + f, no W_T, no W_f."""
+    rein = Rein(2, 16, 5, rank=None, link_to_queries=False, shared_mlps=False)
+    assert set(rein.state_dict()) == {"learnable_tokens", "scale"}
+    assert n_params(rein) == 2 * 5 * 16 + 1
+    x = torch.randn(3, 7, 16)
+    f, T = x[:, 1:], rein.tokens(1)
+    S = torch.softmax(f @ T.T / math.sqrt(16), dim=-1)
+    expected = f + rein.scale * (S[..., 1:] @ T[1:] + f)
+    torch.testing.assert_close(rein(x, 1)[:, 1:], expected)
+    torch.testing.assert_close(rein(x, 1)[:, :1], x[:, :1])
+    with pytest.raises(ValueError, match="zero_init_delta needs the shared MLPs"):
+        Rein(2, 16, 5, shared_mlps=False, zero_init_delta=True)
+
+
 def test_release_initialisation():
     full = Rein(4, 64, 50, patch_size=16)
     bound = math.sqrt(6 / (3 * 16 ** 2 + 64))
