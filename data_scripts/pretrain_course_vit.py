@@ -309,7 +309,7 @@ def lr_at(step, total, base, warmup):
 
 # ----------------------------------------------------------------------------- export
 def export(ckpt_path: Path, dest: Path):
-    ck = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+    ck = torch.load(ckpt_path, map_location="cpu", weights_only=True)
     from safetensors.torch import save_file
     dest.mkdir(parents=True, exist_ok=True)
     sd = {k: v.contiguous() for k, v in ck["vit"].items()}
@@ -388,7 +388,7 @@ def main(argv=None):
                              {"params": no_decay, "weight_decay": 0.0}], lr=args.lr)
     step, elapsed, history = 0, 0.0, []
     if ckpt_path.exists():
-        ck = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+        ck = torch.load(ckpt_path, map_location="cpu", weights_only=True)
         vit.load_state_dict(ck["vit"])
         heads.load_state_dict(ck["heads"])
         opt.load_state_dict(ck["opt"])

@@ -13,8 +13,9 @@ the JSON).
 
 Groups:
   methods  rein | frozen | full | lora (r=8) | vpt (prompts=--vpt-prompts) | adaptformer (64)
-  tokens   Rein with m in 2, 10, 25, 50, 100, 200  (the paper sweeps 25..200; m=1 is impossible:
-           token 0 is the "do nothing" sink, so m >= 2)
+  tokens   Rein with m in 2, 10, 25, 50, 100, 200 and the base m (the paper sweeps 25..200; m=1
+           is impossible: token 0 is the "do nothing" sink, so m >= 2). The decoder has m
+           queries, so m also sets how many masks the head can predict.
   rank     Rein with r in 4, 8, 16, 32 and full rank
   pieces   tokens only (full rank, no MLPs, no queries: Delta f = S T + f) -> + shared MLPs
            -> + low rank -> + queries (= Rein). The paper's first step, "Rein-core", has
@@ -62,7 +63,7 @@ def run_specs(groups, rein_base: dict, vpt_prompts: int) -> list[dict]:
         add("vpt", "methods", "vpt", num_prompts=vpt_prompts)
         add("adaptformer", "methods", "adaptformer", bottleneck=64)
     if "tokens" in groups:
-        for m in (2, 10, 25, 50, 100, 200):
+        for m in sorted({2, 10, 25, 50, 100, 200, rein_base["num_tokens"]}):  # and the base m
             add(f"rein_m{m}", "tokens", "rein", **{**rein_base, "num_tokens": m})
     if "rank" in groups:
         for r in (4, 8, 16, 32, None):

@@ -38,7 +38,7 @@ def test_the_groups_plan_the_issue_runs(sweep):
     base = dict(num_tokens=32, rank=16, query_dim=128)
     names = [s["name"] for s in sweep.run_specs(sweep.GROUPS, base, 50)]
     assert names[:6] == ["rein", "frozen", "full", "lora", "vpt", "adaptformer"]
-    assert [n for n in names if n.startswith("rein_m")] == [f"rein_m{m}" for m in (2, 10, 25, 50, 100, 200)]
+    assert [n for n in names if n.startswith("rein_m")] == [f"rein_m{m}" for m in (2, 10, 25, 32, 50, 100, 200)]
     assert [n for n in names if n.startswith("rein_r")] == ["rein_r4", "rein_r8", "rein_r16", "rein_r32", "rein_rfull"]
     pieces = [s for s in sweep.run_specs(["pieces"], base, 50)]
     assert [p["name"] for p in pieces] == ["tokens_only", "tokens+shared_mlps", "+low_rank", "+queries (Rein)"]
