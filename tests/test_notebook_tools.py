@@ -1,6 +1,7 @@
 """tools/run_notebooks.py (execute + strip volatile metadata) and the committed notebooks' hygiene."""
 import copy
 import importlib.util
+import json
 import sys
 from pathlib import Path
 
@@ -161,3 +162,25 @@ def test_to_tensor_normalises_like_imagenet():
     x = course.to_tensor([image, image])
     assert tuple(x.shape) == (2, 3, 8, 16)
     assert abs(float(x[0, 0, 0, 0]) - (1 - 0.485) / 0.229) < 1e-5
+
+
+def test_a_timed_out_notebook_is_run_again(monkeypatch, tmp_path, capsys):
+    """A lost kernel reply shows up as a cell timeout: the notebook is executed once more."""
+    from nbclient.exceptions import CellTimeoutError
+
+    calls = []
+
+    def flaky_execute(path, timeout, allow_stderr):
+        calls.append(path)
+        if len(calls) == 1:
+            raise CellTimeoutError("A cell timed out while it was being executed, after 600 seconds.")
+        return 1.25
+
+    monkeypatch.setattr(run_notebooks, "execute", flaky_execute)
+    times = tmp_path / "times.json"
+    assert run_notebooks.main([str(tmp_path / "a.ipynb"), "--times", str(times)]) == 0
+    assert len(calls) == 2 and "running it again" in capsys.readouterr().err
+    assert json.loads(times.read_text()) == {str(tmp_path / "a.ipynb"): 1.2}
+    calls.clear()
+    assert run_notebooks.main([str(tmp_path / "a.ipynb"), "--retries", "0"]) == 1
+    assert len(calls) == 1

@@ -130,6 +130,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="run nothing; exit 1 if a notebook stores errors, stderr or volatile metadata")
     parser.add_argument("--allow-stderr", action="store_true")
     parser.add_argument("--timeout", type=int, default=600, help="per cell, seconds")
+    parser.add_argument("--retries", type=int, default=1,
+                        help="run a notebook again after a cell timeout or a dead kernel (default 1)")
     parser.add_argument("--times", type=Path, help="write {notebook: seconds} as json here")
     args = parser.parse_args(argv)
 
@@ -154,14 +156,27 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("PYDEVD_DISABLE_FILE_VALIDATION", "1")
     if args.fast:
         os.environ["REINLITE_FAST"] = "1"
+    from nbclient.exceptions import CellTimeoutError, DeadKernelError
+
     times, failed = {}, 0
     for path in args.notebooks:
-        try:
-            times[str(path)] = round(execute(path, args.timeout, args.allow_stderr), 1)
-            print(f"{path}: {times[str(path)]:.1f} s", flush=True)
-        except Exception as err:  # report every notebook, fail at the end
-            failed += 1
-            print(f"{path}: FAILED: {type(err).__name__}: {str(err)[-2000:]}", file=sys.stderr, flush=True)
+        for attempt in range(args.retries + 1):
+            try:
+                times[str(path)] = round(execute(path, args.timeout, args.allow_stderr), 1)
+                print(f"{path}: {times[str(path)]:.1f} s", flush=True)
+                break
+            except (CellTimeoutError, DeadKernelError) as err:
+                # a lost kernel reply (seen with ipykernel 7 on a loaded machine) leaves an idle
+                # kernel and a client that waits until the timeout: run the notebook again
+                if attempt < args.retries:
+                    print(f"{path}: {type(err).__name__}, running it again", file=sys.stderr, flush=True)
+                    continue
+                failed += 1
+                print(f"{path}: FAILED: {type(err).__name__}: {str(err)[-2000:]}", file=sys.stderr, flush=True)
+            except Exception as err:  # report every notebook, fail at the end
+                failed += 1
+                print(f"{path}: FAILED: {type(err).__name__}: {str(err)[-2000:]}", file=sys.stderr, flush=True)
+                break
     if args.times:
         args.times.write_text(json.dumps(times, indent=1) + "\n")
     return 1 if failed else 0
