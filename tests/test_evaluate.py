@@ -11,15 +11,8 @@ from reinlite.evaluate import (confusion_matrix, evaluate, format_table, infer,
 from reinlite.train import load_config, load_model, train
 from reinlite.viz import normalize_confusion, overlay
 
+pytestmark = pytest.mark.usefixtures("one_thread")
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models: one thread avoids waiting for a second core that another job holds."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 def test_confusion_and_iou_by_hand():
     # K = 3; 255 is ignored

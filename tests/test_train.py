@@ -15,15 +15,8 @@ from reinlite.train import (ConfigError, NonFiniteLoss, StepBatchSampler, TrainA
 
 ROOT = Path(__file__).resolve().parents[1]
 
+pytestmark = pytest.mark.usefixtures("one_thread")
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models: one thread avoids waiting for a second core that another job holds."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 def tiny_cfg(tmp_path, **over):
     cfg = {

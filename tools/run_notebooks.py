@@ -165,15 +165,12 @@ def main(argv: list[str] | None = None) -> int:
                 times[str(path)] = round(execute(path, args.timeout, args.allow_stderr), 1)
                 print(f"{path}: {times[str(path)]:.1f} s", flush=True)
                 break
-            except (CellTimeoutError, DeadKernelError) as err:
+            except Exception as err:  # report every notebook, fail at the end
                 # a lost kernel reply (seen with ipykernel 7 on a loaded machine) leaves an idle
                 # kernel and a client that waits until the timeout: run the notebook again
-                if attempt < args.retries:
+                if isinstance(err, (CellTimeoutError, DeadKernelError)) and attempt < args.retries:
                     print(f"{path}: {type(err).__name__}, running it again", file=sys.stderr, flush=True)
                     continue
-                failed += 1
-                print(f"{path}: FAILED: {type(err).__name__}: {str(err)[-2000:]}", file=sys.stderr, flush=True)
-            except Exception as err:  # report every notebook, fail at the end
                 failed += 1
                 print(f"{path}: FAILED: {type(err).__name__}: {str(err)[-2000:]}", file=sys.stderr, flush=True)
                 break
