@@ -14,6 +14,8 @@ from typing import Callable
 
 import numpy as np
 
+from .canvas import masked_scale as _scale
+from .canvas import masked_set as _set
 from .layout import LABEL_IDS as _L
 
 __all__ = ["PAINTERS", "paint_object", "Window"]
@@ -71,9 +73,9 @@ def paint_object(cv, ob, pal, f, yh, hc, cx, next_id, night):
         return
     X0, X1, Y0, Y1 = max(x0, 0), min(x1, W), max(y0, 0), min(y1, H)
     # local metric coordinates: lx (metres from the centre), ly (metres above the ground)
-    lx = ((np.arange(X0, X1, dtype=np.float32) + 0.5) - xc)[None, :] / s
-    ly = (yb - (np.arange(Y0, Y1, dtype=np.float32) + 0.5))[:, None] / s
-    lx, ly = np.broadcast_arrays(lx, ly)
+    lx = ((np.arange(X0, X1, dtype=np.float32) + 0.5) - xc)[None, :] / s      # [1, w]
+    ly = (yb - (np.arange(Y0, Y1, dtype=np.float32) + 0.5))[:, None] / s      # [h, 1]
+    lx, ly = lx.repeat(Y1 - Y0, 0), ly.repeat(X1 - X0, 1)                   # [h, w] each
     painter(Window(cv, slice(Y0, Y1), slice(X0, X1), lx, ly, ob, pal, night, next_id))
 
 
@@ -91,9 +93,9 @@ def _car_body(lx, ly, hw, h, body_col, pal):
     col = np.empty(mask.shape + (3,), np.float32)
     col[:] = body_col
     glass = cabin & (np.abs(lx) < taper - 0.08) & (ly < h - 0.08)
-    col[glass] = np.asarray(pal["glass"], np.float32) * 0.7
-    col[wheels & ~body] = 0.05
-    col[body & (ly < 0.3)] *= 0.5     # bumper / shadow
+    _set(col, glass, np.asarray(pal["glass"], np.float32) * 0.7)
+    _set(col, wheels & ~body, 0.05)
+    _scale(col, body & (ly < 0.3), 0.5)     # bumper / shadow
     lamp = body & (np.abs(np.abs(lx) - hw * 0.8) < 0.15) & (np.abs(ly - 0.45 * h) < 0.08)
     return mask, col, lamp
 
@@ -111,8 +113,8 @@ def _box_body(lx, ly, hw, h, body_col, pal, kind, var):
         glass = (np.abs(lx) < hw * 0.9) & (ly > 0.45 * h) & (ly < 0.85 * h)
     else:
         glass = (np.mod(lx, 2.5) < 1.5) & (ly > 0.5 * h) & (ly < 0.8 * h)
-    col[glass] = np.asarray(pal["glass"], np.float32) * 0.7
-    col[wheels & (ly < 0.25)] = 0.05
+    _set(col, glass, np.asarray(pal["glass"], np.float32) * 0.7)
+    _set(col, wheels & (ly < 0.25), 0.05)
     lamp = mask & (np.abs(np.abs(lx) - hw * 0.85) < 0.15) & (np.abs(ly - 0.6) < 0.1)
     return mask, col, lamp
 
@@ -142,7 +144,7 @@ def _vehicle(win: Window):
         cv = win.cv
         sub = cv.label[win.rows, win.cols]
         shm = sh & ((sub == _L["road"]) | (sub == _L["sidewalk"]))
-        cv.color[win.rows, win.cols][shm] *= 0.4
+        _scale(cv.color[win.rows, win.cols], shm, 0.4)
 
 
 # ----------------------------------------------------------------------------------------
@@ -165,8 +167,8 @@ def _person(win: Window):
     mask = head | torso | legs | arms
     col = np.empty(mask.shape + (3,), np.float32)
     col[:] = top_c
-    col[legs] = bot_c
-    col[head] = skin
+    _set(col, legs, bot_c)
+    _set(col, head, skin)
     win.paint(mask, win.ob["z"], _L["person"], col, inst=win.new_id())
 
 
@@ -196,8 +198,8 @@ def _rider(win: Window):
     rider = torso | head | leg | arm
     col_r = np.empty(rider.shape + (3,), np.float32)
     col_r[:] = top_c
-    col_r[leg] = bot_c
-    col_r[head] = skin if bike_kind == "bicycle" else np.asarray((0.1, 0.1, 0.1), np.float32)
+    _set(col_r, leg, bot_c)
+    _set(col_r, head, skin if bike_kind == "bicycle" else (0.1, 0.1, 0.1))
     bike_c = np.asarray(pal["cars"][(var // 3) % len(pal["cars"])], np.float32) * 0.6 + 0.05
     # the bike slightly behind the rider so the rider's legs stay in front
     z = win.ob["z"]
@@ -253,7 +255,7 @@ def _traffic_light_pole(win: Window):
     state = win.ob["variant"] % 3
     ly_l = np.where(box, ly - (h - 1.0), ly - 0.6 * h)
     bulb = lights & (np.abs(ly_l - (0.75 - 0.3 * state)) < 0.1)
-    col[bulb] = ((0.9, 0.1, 0.1), (0.9, 0.7, 0.1), (0.1, 0.9, 0.3))[state]
+    _set(col, bulb, ((0.9, 0.1, 0.1), (0.9, 0.7, 0.1), (0.1, 0.9, 0.3))[state])
     win.paint(lights, z - 0.1, _L["traffic_light"], col)
     if win.night > 0:
         win.add_emit(bulb, col[bulb].mean(0) if bulb.any() else (1, 1, 1))
@@ -277,7 +279,7 @@ def _sign_pole(win: Window):
     col = np.empty(sign.shape + (3,), np.float32)
     col[:] = _SIGN_COLOURS[shape]
     inner = sign & (lx ** 2 + (ly - cy) ** 2 < 0.15 ** 2)
-    col[inner] = 0.95
+    _set(col, inner, 0.95)
     win.paint(sign, z - 0.05, _L["traffic_sign"], col)
 
 
@@ -310,9 +312,9 @@ def _tree(win: Window):
     vc = np.asarray(win.pal["vegetation"], np.float32)
     col = np.empty(crown.shape + (3,), np.float32)
     col[:] = vc * 0.4 + 0.08                      # the trunk
-    col[crown] = vc
+    _set(col, crown, vc)
     # lighter on top
-    col[crown] *= (0.8 + 0.4 * np.clip((ly - (cy - w / 2)) / max(w, 1e-3), 0, 1))[crown][:, None]
+    _scale(col, crown, (0.8 + 0.4 * np.clip((ly - (cy - w / 2)) / max(w, 1e-3), 0, 1))[..., None])
     win.paint(crown | trunk, win.ob["z"], _L["vegetation"], col)
 
 

@@ -16,48 +16,15 @@ import numpy as np
 from PIL import Image
 from scipy import ndimage
 
+from .canvas import Canvas
+from .canvas import masked_scale as _scale
+from .canvas import masked_set as _set
 from .layout import _SKYLINE_DEPTH, _ZMAX, SKY_DEPTH, sample_layout
 from .layout import LABEL_IDS as _L
 from .painters import paint_object
 from .style import domain_style, random_style
 
 __all__ = ["render", "render_sample"]
-
-
-class _Canvas:
-    """Z-buffered label / colour / depth / instance maps ([H, W] each, colour [H, W, 3])."""
-
-    def __init__(self, H, W):
-        self.H, self.W = H, W
-        self.depth = np.full((H, W), np.inf, np.float32)
-        self.label = np.zeros((H, W), np.uint8)
-        self.inst = np.zeros((H, W), np.int32)
-        self.color = np.zeros((H, W, 3), np.float32)
-        self.emit = None   # [H, W, 3] light sources, added after night darkening
-        self.surface = np.zeros((H, W), np.uint8)  # 1 left facade, 2 right facade, 3 ground
-
-    def paint(self, rows, cols, mask, depth, label, color, inst=0, surface=0):
-        """Paint ``mask`` ([h, w] bool over the window rows x cols) where it is nearer."""
-        zb = self.depth[rows, cols]
-        d = np.broadcast_to(np.asarray(depth, np.float32), mask.shape)
-        m = mask & (d < zb)
-        if not m.any():
-            return m
-        zb[m] = d[m]
-        self.label[rows, cols][m] = label
-        self.inst[rows, cols][m] = inst
-        self.surface[rows, cols][m] = surface
-        c = np.asarray(color, np.float32)
-        if c.ndim == 1:
-            self.color[rows, cols][m] = c
-        else:
-            self.color[rows, cols][m] = np.broadcast_to(c, mask.shape + (3,))[m]
-        return m
-
-    def add_emit(self, rows, cols, mask, rgb):
-        if self.emit is None:
-            self.emit = np.zeros((self.H, self.W, 3), np.float32)
-        self.emit[rows, cols][mask] += np.asarray(rgb, np.float32)
 
 
 def _fractal_noise(rng, H, W, cell_px, octaves=3):
@@ -129,16 +96,14 @@ def _render(layout, style, H, W, rng, f_ref):
     yh = cam["horizon"] * H
     cx = W / 2.0
     hc = cam["height"]
-    cv = _Canvas(H, W)
     ys = (np.arange(H, dtype=np.float32) + 0.5)[:, None]       # [H, 1] row centres
     us = ((np.arange(W, dtype=np.float32) + 0.5 - cx) / f)[None, :]  # [1, W] ray slope X/Z
 
-    # --- sky (background) ---
+    # --- sky (the background: every pixel starts as sky) ---
     t = np.clip((yh - ys) / max(yh, 1.0), 0, 1)                  # 0 at horizon, 1 at top
     sky = (np.asarray(pal["horizon"], np.float32) * (1 - t[..., None]) +
            np.asarray(pal["sky"], np.float32) * t[..., None])    # [H, 1, 3]
-    cv.paint(slice(None), slice(None), np.ones((H, W), bool), SKY_DEPTH, _L["sky"],
-             np.broadcast_to(sky, (H, W, 3)))
+    cv = Canvas(H, W, SKY_DEPTH, _L["sky"], sky)
 
     # --- skyline ---
     D = _SKYLINE_DEPTH
@@ -190,13 +155,13 @@ def _render(layout, style, H, W, rng, f_ref):
 
 
 def _paint_labels(cv, mask, depth, labels, colors):
-    """Paint with per-pixel labels (labels [H, W] uint8, colors [H, W, 3])."""
-    d = np.broadcast_to(np.asarray(depth, np.float32), mask.shape)
-    m = mask & (d < cv.depth)
-    cv.depth[m] = d[m]
-    cv.label[m] = labels[m]
+    """Paint at one depth with per-pixel labels (labels [H, W] uint8, colors [H, W, 3])."""
+    d = np.float32(depth)
+    m = mask & (cv.depth > d)
+    cv.depth[m] = d
+    np.copyto(cv.label, labels, where=m)
     cv.inst[m] = 0
-    cv.color[m] = colors[m]
+    _set(cv.color, m, colors)
     return m
 
 
@@ -218,18 +183,18 @@ def _ground(cv, layout, style, ys, us, f, yh, hc, r0):
     labels[is_road] = _L["road"]
     col = np.empty(X.shape + (3,), np.float32)
     col[:] = np.asarray(pal["sidewalk"], np.float32)
-    col[is_road] = np.asarray(pal["road"], np.float32)
+    _set(col, is_road, pal["road"])
     # verges beyond the sidewalks
     for sd, sel in ((left_side, xr < -left - sw_l), (right_side, xr > right + sw_r)):
         if sd["verge"] == "terrain":
             labels[sel] = _L["terrain"]
-            col[sel] = np.asarray(pal["terrain"], np.float32)
+            _set(col, sel, pal["terrain"])
     # curbs (sidewalk label, lighter)
     curb = ~is_road & ((np.abs(xr + left) < 0.2) | (np.abs(xr - right) < 0.2))
-    col[curb] = np.asarray(pal["sidewalk"], np.float32) * 1.2
+    _set(col, curb, np.asarray(pal["sidewalk"], np.float32) * 1.2)
     # sidewalk paving slabs
     slab = is_walk & ((np.mod(z, 1.2) < 0.06) | (np.mod(xr, 1.2) < 0.06))
-    col[slab] *= 0.85
+    _scale(col, slab, 0.85)
     if road["markings"]:
         lw = road["lane_width"]
         mk = np.zeros(X.shape, bool)
@@ -249,7 +214,7 @@ def _ground(cv, layout, style, ys, us, f, yh, hc, r0):
         if cw is not None:
             mk |= (z > cw) & (z < cw + 3.0) & (np.mod(xr, 1.0) < 0.5)
         mk &= is_road
-        col[mk] = np.asarray(pal["marking"], np.float32)
+        _set(col, mk, pal["marking"])
     # building shadows on the ground (sun from one side)
     if style.get("shadow", 0) > 0:
         s = style["sun_side"]
@@ -264,19 +229,19 @@ def _ground(cv, layout, style, ys, us, f, yh, hc, r0):
             xf = sd["facade"] + road["yaw"] * z
             # a facade of height hz on side s shades the ground up to 0.6 * hz from it
             sh = (X - xf) * s > -hz
-            col[sh] *= (1.0 - style["shadow"])
+            _scale(col, sh, 1.0 - style["shadow"])
     rows = slice(r0, r0 + h)
     _paint_labels_window(cv, rows, labels, z, col, surface=3)
 
 
 def _paint_labels_window(cv, rows, labels, depth, col, surface=0):
-    d = np.broadcast_to(depth, labels.shape)
+    """Paint full-width rows where nearer (labels [h, W], depth broadcastable to it, col [h, W, 3])."""
     zb = cv.depth[rows]
-    m = d < zb
-    zb[m] = d[m]
-    cv.label[rows][m] = labels[m]
+    m = zb > depth
+    np.copyto(zb, depth, where=m)
+    np.copyto(cv.label[rows], labels, where=m)
     cv.inst[rows][m] = 0
-    cv.color[rows][m] = col[m]
+    _set(cv.color[rows], m, col)
     cv.surface[rows][m] = surface
 
 
@@ -285,7 +250,6 @@ def _side_plane(cv, sd, segments, x0, yaw, style, ys, us, f, yh, hc, surface):
     if not segments:
         return
     pal = style["palette"]
-    s = sd["side"]
     denom = us[0] - yaw                                                    # [W]
     with np.errstate(divide="ignore", invalid="ignore"):
         zc = x0 / denom
@@ -296,12 +260,16 @@ def _side_plane(cv, sd, segments, x0, yaw, style, ys, us, f, yh, hc, surface):
     z1 = np.array([g["z1"] for g in segments], np.float32)
     i = np.clip(np.searchsorted(z0, np.where(valid, zc, 0), side="right") - 1, 0, len(segments) - 1)
     inside = valid & (zc >= z0[i]) & (zc < z1[i])
-    if not inside.any():
+    cols = np.nonzero(inside)[0]
+    if not len(cols):
         return
+    # from here on only the columns the plane covers (cs): every value is per pixel or per column
+    cs = slice(cols[0], cols[-1] + 1)
+    inside, i, zc = inside[cs], i[cs], zc[cs]
     hgt = np.array([g["height"] for g in segments], np.float32)[i]
     kind_lab = np.array([_L[g["kind"]] for g in segments], np.uint8)[i]
     zc = np.where(inside, zc, 1.0).astype(np.float32)
-    # height above ground of each pixel on the plane: v = hc - (y - yh) * z / f   [H, W]
+    # height above ground of each pixel on the plane: v = hc - (y - yh) * z / f   [H, w]
     v = hc - (ys - yh) * zc[None, :] / f
     # hedges / vegetation get a ragged top
     rag = np.where(kind_lab == _L["vegetation"],
@@ -326,7 +294,7 @@ def _side_plane(cv, sd, segments, x0, yaw, style, ys, us, f, yh, hc, surface):
         else:
             c = pal["fence"]
         seg_cols.append(c)
-    col = np.asarray(seg_cols, np.float32)[i][None, :, :].repeat(m.shape[0], 0)   # [h, W, 3]
+    col = np.asarray(seg_cols, np.float32)[i][None, :, :].repeat(m.shape[0], 0)   # [h, w, 3]
     is_b = np.broadcast_to((kind_lab == _L["building"])[None, :], m.shape)
     # windows on buildings (facade coordinates: along the street = z, up = v)
     wx = np.array([g.get("window", (3.0, 3.2))[0] for g in segments], np.float32)[i][None, :]
@@ -337,33 +305,29 @@ def _side_plane(cv, sd, segments, x0, yaw, style, ys, us, f, yh, hc, surface):
         (v < hgt[None, :] - 1.0)
     shop = is_b & (v < 2.8) & (v > 0.2) & (fu > 0.1) & (fu < 0.9)
     glass = np.asarray(pal["glass"], np.float32)
-    col[win] = glass
-    col[shop] = glass * 0.8 + 0.1
+    _set(col, win, glass)
+    _set(col, shop, glass * 0.8 + 0.1)
     # fences: vertical bars
     is_f = np.broadcast_to((kind_lab == _L["fence"])[None, :], m.shape)
     bars = is_f & (np.mod(zc[None, :] * 4.0, 1.0) < 0.5)
-    col[bars] *= 0.6
-    col[is_f & (np.abs(v - 0.9 * hgt[None, :]) < 0.08)] *= 0.6
+    _scale(col, bars, 0.6)
+    _scale(col, is_f & (np.abs(v - 0.9 * hgt[None, :]) < 0.08), 0.6)
     # roof edge
-    col[is_b & (v > hgt[None, :] - 0.4)] *= 0.8
+    _scale(col, is_b & (v > hgt[None, :] - 0.4), 0.8)
     labels = np.broadcast_to(kind_lab[None, :], m.shape)
     zmap = np.broadcast_to(zc[None, :], m.shape)
-    zb = cv.depth[rs]
-    mm = m & (zmap < zb)
-    zb[mm] = zmap[mm]
-    cv.label[rs][mm] = labels[mm]
-    cv.inst[rs][mm] = 0
-    cv.color[rs][mm] = col[mm]
-    cv.surface[rs][mm] = surface
+    zb = cv.depth[rs, cs]
+    mm = m & (zb > zmap)
+    np.copyto(zb, zmap, where=mm)
+    np.copyto(cv.label[rs, cs], labels, where=mm)
+    cv.inst[rs, cs][mm] = 0
+    _set(cv.color[rs, cs], mm, col)
+    cv.surface[rs, cs][mm] = surface
     if style.get("night", 0) > 0:
         lit = win & mm & (np.mod(np.floor(zc[None, :] / wx) * 7 + np.floor(v / wy) * 13
                                  + (segments[0]["variant"] % 5), 5) < 2)
         if lit.any():
-            emit = np.zeros(m.shape + (3,), np.float32)
-            emit[lit] = (1.0, 0.8, 0.45)
-            if cv.emit is None:
-                cv.emit = np.zeros((cv.H, cv.W, 3), np.float32)
-            cv.emit[rs] += emit * 0.8
+            cv.add_emit(rs, cs, lit, np.asarray((1.0, 0.8, 0.45), np.float32) * 0.8)
 
 
 def _label_lut(style):
@@ -389,26 +353,34 @@ def _shade(cv, style, rng, H, W, ys, yh):
     if style.get("clouds", 0) > 0:
         cl = _fractal_noise(rng, H, W, max(H / 6.0, 2.0), 3)
         skym = lab == _L["sky"]
-        img[skym] += (style["clouds"] * np.clip(cl[skym] + 0.2, 0, None))[:, None]
+        np.add(img, (style["clouds"] * np.clip(cl + 0.2, 0, None))[..., None], out=img,
+               where=skym[..., None])
     # sun: the facades facing the sun brighter, the others darker
     if style.get("shadow", 0) > 0:
         s = style["sun_side"]
         lit = 1 if s > 0 else 2   # the left facade faces right: lit by a sun on the right
         k = style["shadow"]
-        img[cv.surface == lit] *= 1.0 + 0.25 * k
-        img[cv.surface == (3 - lit)] *= 1.0 - 0.45 * k
+        _scale(img, cv.surface == lit, 1.0 + 0.25 * k)
+        _scale(img, cv.surface == (3 - lit), 1.0 - 0.45 * k)
     # global colour
     img *= style["brightness"]
     img *= np.asarray(style["tint"], np.float32)
-    gray = img.mean(-1, keepdims=True)
-    img = gray + style["saturation"] * (img - gray)
+    # the channel mean, summed in the order img.mean(-1) sums (bit-identical, without the
+    # slow reduction over a length-3 axis)
+    gray = ((img[..., 0] + img[..., 1]) + img[..., 2])[..., None] / 3
+    img -= gray
+    img *= style["saturation"]
+    img += gray
     m = img.mean()
-    img = m + style["contrast"] * (img - m)
-    img = np.clip(img, 0, None) ** style["gamma"]
+    img -= m
+    img *= style["contrast"]
+    img += m
+    np.clip(img, 0, None, out=img)
+    img **= style["gamma"]
     night = style.get("night", 0.0)
     if night > 0:
         img *= (1.0 - night)
-        img[lab == _L["sky"]] = img[lab == _L["sky"]] * 0.3 + np.asarray((0.02, 0.03, 0.07), np.float32)
+        _set(img, lab == _L["sky"], img * 0.3 + np.asarray((0.02, 0.03, 0.07), np.float32))
         if cv.emit is not None:
             glow = ndimage.gaussian_filter(cv.emit, sigma=(2 * scale + 0.5, 2 * scale + 0.5, 0))
             img += cv.emit * 0.8 + glow * 1.5

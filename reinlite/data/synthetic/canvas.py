@@ -1,0 +1,59 @@
+"""The z-buffered canvas the renderer paints on, and masked colour updates that paint with it."""
+from __future__ import annotations
+
+import numpy as np
+
+__all__ = ["Canvas", "masked_set", "masked_scale"]
+
+
+class Canvas:
+    """Z-buffered label / colour / depth / instance maps ([H, W] each, colour [H, W, 3])."""
+
+    def __init__(self, H, W, depth, label, color):
+        """A canvas covered by one background surface (the sky): ``color`` broadcasts to [H, W, 3]."""
+        self.H, self.W = H, W
+        self.depth = np.full((H, W), depth, np.float32)
+        self.label = np.full((H, W), label, np.uint8)
+        self.inst = np.zeros((H, W), np.int32)
+        self.color = np.empty((H, W, 3), np.float32)
+        self.color[:] = color
+        self.emit = None   # [H, W, 3] light sources, added after night darkening
+        self.surface = np.zeros((H, W), np.uint8)  # 1 left facade, 2 right facade, 3 ground
+
+    def paint(self, rows, cols, mask, depth, label, color, inst=0, surface=0):
+        """Paint ``mask`` ([h, w] bool over the window rows x cols) where it is nearer.
+
+        ``depth`` is one number; ``color`` an RGB triple or an [h, w, 3] array. Returns the
+        painted pixels (bool [h, w]).
+        """
+        zb = self.depth[rows, cols]
+        d = np.float32(depth)
+        m = mask & (zb > d)
+        if not m.any():
+            return m
+        zb[m] = d
+        self.label[rows, cols][m] = label
+        self.inst[rows, cols][m] = inst
+        self.surface[rows, cols][m] = surface
+        np.copyto(self.color[rows, cols], np.asarray(color, np.float32), where=m[..., None])
+        return m
+
+    def add_emit(self, rows, cols, mask, rgb):
+        """Add light ``rgb`` where ``mask`` (no depth test): lamps and windows glowing at night."""
+        if self.emit is None:
+            self.emit = np.zeros((self.H, self.W, 3), np.float32)
+        e = self.emit[rows, cols]
+        np.add(e, np.asarray(rgb, np.float32), out=e, where=mask[..., None])
+
+
+# Masked colour updates. ``col[mask] = value`` / ``col[mask] *= factor`` on [..., 3] arrays, written
+# with ``where=``: the same values (the same float32 operation on the same pixels) without
+# gathering and scattering the selected pixels.
+def masked_set(col, mask, value):
+    """``col[mask] = value`` (col [..., 3] float32, mask [...] bool, value broadcastable)."""
+    np.copyto(col, np.asarray(value, np.float32), where=mask[..., None])
+
+
+def masked_scale(col, mask, factor):
+    """``col[mask] *= factor`` (factor a number or an array broadcastable to col)."""
+    np.multiply(col, factor, out=col, where=mask[..., None])
