@@ -19,6 +19,8 @@ class Canvas:
         self.color[:] = color
         self.emit = None   # [H, W, 3] light sources, added after night darkening
         self.surface = np.zeros((H, W), np.uint8)  # 1 left facade, 2 right facade, 3 ground
+        self.px = np.arange(W, dtype=np.float32) + 0.5   # pixel centres: columns [W]
+        self.py = np.arange(H, dtype=np.float32) + 0.5   # and rows [H]
 
     def paint(self, rows, cols, mask, depth, label, color, inst=0, surface=0):
         """Paint ``mask`` ([h, w] bool over the window rows x cols) where it is nearer.
@@ -29,7 +31,7 @@ class Canvas:
         zb = self.depth[rows, cols]
         d = np.float32(depth)
         m = mask & (zb > d)
-        if not m.any():
+        if not np.count_nonzero(m):   # (cheaper than m.any() on the small windows of objects)
             return m
         zb[m] = d
         self.label[rows, cols][m] = label
