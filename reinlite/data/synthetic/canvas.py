@@ -37,7 +37,7 @@ class Canvas:
         self.label[rows, cols][m] = label
         self.inst[rows, cols][m] = inst
         self.surface[rows, cols][m] = surface
-        np.copyto(self.color[rows, cols], np.asarray(color, np.float32), where=m[..., None])
+        masked_set(self.color[rows, cols], m, color)
         return m
 
     def add_emit(self, rows, cols, mask, rgb):
@@ -48,14 +48,29 @@ class Canvas:
         np.add(e, np.asarray(rgb, np.float32), out=e, where=mask[..., None])
 
 
-# Masked colour updates. ``col[mask] = value`` / ``col[mask] *= factor`` on [..., 3] arrays, written
-# with ``where=``: the same values (the same float32 operation on the same pixels) without
-# gathering and scattering the selected pixels.
+# Masked colour updates: ``col[mask] = value`` / ``col[mask] *= factor`` on [..., 3] float32 arrays,
+# each pixel getting exactly the float32 result it would get from the indexed form. How they are
+# written only decides the speed: on an object's small window a ``where=`` ufunc is cheapest; on
+# the large ground / facade / image arrays a ``where=`` mask broadcast over the colour axis makes
+# numpy loop three values at a time, so there the mask is repeated to [..., 3] (one long loop),
+# or, for a single colour, plain boolean indexing is used.
+_LARGE = 3000   # values (h * w * 3) from which an array counts as large
+
+
 def masked_set(col, mask, value):
     """``col[mask] = value`` (col [..., 3] float32, mask [...] bool, value broadcastable)."""
-    np.copyto(col, np.asarray(value, np.float32), where=mask[..., None])
+    value = np.asarray(value, np.float32)
+    if col.size < _LARGE or mask.shape != col.shape[:-1]:
+        np.copyto(col, value, where=mask[..., None])
+    elif value.ndim <= 1:
+        col[mask] = value
+    else:
+        np.copyto(col, value, where=np.repeat(mask[..., None], 3, -1))
 
 
 def masked_scale(col, mask, factor):
     """``col[mask] *= factor`` (factor a number or an array broadcastable to col)."""
-    np.multiply(col, factor, out=col, where=mask[..., None])
+    if col.size < _LARGE or mask.shape != col.shape[:-1]:
+        np.multiply(col, factor, out=col, where=mask[..., None])
+    else:
+        np.multiply(col, factor, out=col, where=np.repeat(mask[..., None], 3, -1))

@@ -338,6 +338,16 @@ def _label_lut(style):
     return lut
 
 
+def _rgb(a):
+    """A per-pixel [H, W] (or [H, W, 1]) factor repeated over the 3 colour channels.
+
+    ``img * _rgb(a)`` is ``img * a[..., None]`` value for value, but one contiguous loop instead
+    of numpy's loop of length 3 per pixel for an operand broadcast over the channel axis.
+    """
+    a = a if a.ndim == 3 else a[..., None]
+    return np.repeat(a, 3, -1)
+
+
 def _shade(cv, style, rng, H, W, ys, yh):
     """Texture, lighting, weather and sensor effects -> uint8 image [H, W, 3]."""
     img = cv.color
@@ -348,13 +358,13 @@ def _shade(cv, style, rng, H, W, ys, yh):
     n2 = rng.standard_normal((H, W)).astype(np.float32) * 0.5
     amp = _label_lut(style)[lab]
     tex = 1.0 + amp * (0.7 * n1 + 0.3 * n2)
-    img *= tex[..., None]
+    img *= _rgb(tex)
     # clouds on the sky
     if style.get("clouds", 0) > 0:
         cl = _fractal_noise(rng, H, W, max(H / 6.0, 2.0), 3)
         skym = lab == _L["sky"]
         np.add(img, (style["clouds"] * np.clip(cl + 0.2, 0, None))[..., None], out=img,
-               where=skym[..., None])
+               where=_rgb(skym))
     # sun: the facades facing the sun brighter, the others darker
     if style.get("shadow", 0) > 0:
         s = style["sun_side"]
@@ -364,10 +374,11 @@ def _shade(cv, style, rng, H, W, ys, yh):
         _scale(img, cv.surface == (3 - lit), 1.0 - 0.45 * k)
     # global colour
     img *= style["brightness"]
-    img *= np.asarray(style["tint"], np.float32)
+    for c, gain in enumerate(np.asarray(style["tint"], np.float32)):   # (per channel: faster)
+        img[..., c] *= gain
     # the channel mean, summed in the order img.mean(-1) sums (bit-identical, without the
     # slow reduction over a length-3 axis)
-    gray = ((img[..., 0] + img[..., 1]) + img[..., 2])[..., None] / 3
+    gray = _rgb(((img[..., 0] + img[..., 1]) + img[..., 2]) / 3)
     img -= gray
     img *= style["saturation"]
     img += gray
@@ -401,14 +412,14 @@ def _shade(cv, style, rng, H, W, ys, yh):
         drops = (rng.random((H, W)) < 0.01 * rain).astype(np.float32)
         L = max(int(8 * scale * 2), 3)
         streaks = ndimage.uniform_filter1d(drops, L, axis=0) * L
-        img += 0.25 * streaks[..., None]
+        img += 0.25 * _rgb(streaks)
     if style.get("glare", 0) > 0:
         g = np.clip(1 - ys / H * 2, 0, 1)[..., None] * style["glare"]
         img = img * (1 - g) + g * 0.9
     if style.get("vignette", 0) > 0:
         yy = (ys / H - 0.5) * 2
         xx = ((np.arange(W, dtype=np.float32) + 0.5) / W - 0.5)[None, :] * 2
-        img *= (1 - style["vignette"] * 0.5 * (xx ** 2 + yy ** 2))[..., None]
+        img *= _rgb(1 - style["vignette"] * 0.5 * (xx ** 2 + yy ** 2))
     if style.get("blur", 0) > 0:
         sg = style["blur"] * scale * 2 / 2.0
         img = ndimage.gaussian_filter(img, sigma=(sg, sg, 0))
