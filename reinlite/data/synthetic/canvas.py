@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["Canvas", "masked_set", "masked_scale"]
+__all__ = ["Canvas", "filled", "masked_set", "masked_scale"]
 
 
 class Canvas:
@@ -15,8 +15,7 @@ class Canvas:
         self.depth = np.full((H, W), depth, np.float32)
         self.label = np.full((H, W), label, np.uint8)
         self.inst = np.zeros((H, W), np.int32)
-        self.color = np.empty((H, W, 3), np.float32)
-        self.color[:] = color
+        self.color = filled((H, W), color)
         self.emit = None   # [H, W, 3] light sources, added after night darkening
         self.surface = np.zeros((H, W), np.uint8)  # 1 left facade, 2 right facade, 3 ground
         self.px = np.arange(W, dtype=np.float32) + 0.5   # pixel centres: columns [W]
@@ -74,3 +73,15 @@ def masked_scale(col, mask, factor):
         np.multiply(col, factor, out=col, where=mask[..., None])
     else:
         np.multiply(col, factor, out=col, where=np.repeat(mask[..., None], 3, -1))
+
+
+def filled(shape, rgb):
+    """A float32 [*shape, 3] colour array holding ``rgb`` (a triple, or broadcastable to it)."""
+    col = np.empty(tuple(shape) + (3,), np.float32)
+    rgb = np.asarray(rgb, np.float32)
+    if col.size < _LARGE or rgb.ndim == 0:
+        col[:] = rgb
+    else:   # channel by channel: long loops instead of one of length 3 per pixel
+        for c in range(3):
+            np.copyto(col[..., c], rgb[..., c])
+    return col

@@ -15,6 +15,7 @@ from typing import Callable
 
 import numpy as np
 
+from .canvas import filled as _fill
 from .canvas import masked_scale as _scale
 from .canvas import masked_set as _set
 from .layout import LABEL_IDS as _L
@@ -316,13 +317,6 @@ def _tree(win: Window):
     # lighter on top
     _scale(col, crown, (0.8 + 0.4 * np.clip((ly - (cy - w / 2)) / max(w, 1e-3), 0, 1))[..., None])
     win.paint(crown | trunk, win.ob["z"], _L["vegetation"], col)
-
-
-def _fill(shape, rgb):
-    """A float32 [*shape, 3] colour array filled with ``rgb``."""
-    col = np.empty(tuple(shape) + (3,), np.float32)
-    col[:] = rgb
-    return col
 
 
 #: object kind (``sample_layout``'s ``objects[i]["kind"]``) -> its painter

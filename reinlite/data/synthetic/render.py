@@ -16,7 +16,7 @@ import numpy as np
 from PIL import Image
 from scipy import ndimage
 
-from .canvas import Canvas
+from .canvas import Canvas, filled
 from .canvas import masked_scale as _scale
 from .canvas import masked_set as _set
 from .layout import _SKYLINE_DEPTH, _ZMAX, SKY_DEPTH, sample_layout
@@ -181,8 +181,7 @@ def _ground(cv, layout, style, ys, us, f, yh, hc, r0):
     is_walk = ((xr < -left) & (xr >= -left - sw_l)) | ((xr > right) & (xr <= right + sw_r))
     labels = np.full(X.shape, _L["sidewalk"], np.uint8)
     labels[is_road] = _L["road"]
-    col = np.empty(X.shape + (3,), np.float32)
-    col[:] = np.asarray(pal["sidewalk"], np.float32)
+    col = filled(X.shape, pal["sidewalk"])
     _set(col, is_road, pal["road"])
     # verges beyond the sidewalks
     for sd, sel in ((left_side, xr < -left - sw_l), (right_side, xr > right + sw_r)):
