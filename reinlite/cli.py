@@ -4,6 +4,7 @@
     reinlite data benchmark --out DIR [--seed N] [--source N] [--target N]
     reinlite train --config NAME_OR_PATH [key=value ...]
     reinlite eval ... ; reinlite predict IMAGE ... --checkpoint CKPT ; reinlite bench
+    reinlite probe | pretrain | pretrain-mae | domain-shift ...   experiments (reinlite.experiments)
 
 Each subcommand's ``add_*`` function defines its arguments and sets ``func``, which calls
 into the module that owns the work.
@@ -149,7 +150,74 @@ def run_bench(args) -> int:
     return run(args)
 
 
-SUBCOMMANDS = [add_info, add_demo, add_train, add_eval, add_predict, add_data, add_bench]
+# ----------------------------------------------------------------------------- experiments
+def add_probe(sub) -> None:
+    from .experiments.probe import add_arguments
+
+    p = sub.add_parser("probe", help="linear probe of frozen backbone features, source -> targets, vs a random ViT")
+    add_arguments(p)
+    p.set_defaults(func=run_probe)
+
+
+def run_probe(args) -> int:
+    from .experiments.probe import run
+
+    out = run(args)
+    print(out["table"])
+    if "pca" in out:
+        print(f"saved {out['pca']}")
+    return 0
+
+
+def add_pretrain(sub) -> None:
+    from .experiments.pretrain import add_arguments
+
+    p = sub.add_parser("pretrain", help="pretrain the proxy-supervised course backbone (course_vit)")
+    add_arguments(p)
+    p.set_defaults(func=run_pretrain)
+
+
+def run_pretrain(args) -> int:
+    from .experiments import command_of
+    from .experiments.pretrain import add_arguments, run
+
+    return run(args, command_of("reinlite pretrain", args, add_arguments))
+
+
+def add_pretrain_mae(sub) -> None:
+    from .experiments.pretrain_mae import add_arguments
+
+    p = sub.add_parser("pretrain-mae", help="pretrain the self-supervised course backbone (course_vit_mae, MAE-style)")
+    add_arguments(p)
+    p.set_defaults(func=run_pretrain_mae)
+
+
+def run_pretrain_mae(args) -> int:
+    from .experiments import command_of
+    from .experiments.pretrain_mae import add_arguments, run
+
+    run(args, command_of("reinlite pretrain-mae", args, add_arguments))
+    return 0
+
+
+def add_domain_shift(sub) -> None:
+    from .experiments.domain_shift import add_arguments
+
+    p = sub.add_parser("domain-shift", help="train a small CNN on the source, mIoU on every target: is the shift real?")
+    add_arguments(p)
+    p.set_defaults(func=run_domain_shift)
+
+
+def run_domain_shift(args) -> int:
+    from .experiments.domain_shift import run
+
+    out = run(args)
+    print(out["table"])
+    return 0
+
+
+SUBCOMMANDS = [add_info, add_demo, add_train, add_eval, add_predict, add_data, add_bench,
+               add_probe, add_pretrain, add_pretrain_mae, add_domain_shift]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,13 +1,20 @@
 """The self-supervised course backbone's pretraining (reinlite.experiments.pretrain_mae)."""
+import hashlib
 import json
+from pathlib import Path
 
 import pytest
 import torch
 
+import reinlite.backbone as B
+from reinlite import build_backbone
 from reinlite.experiments import corpus
 from reinlite.experiments import pretrain_mae as M
 
 pytestmark = pytest.mark.usefixtures("one_thread")
+WEIGHTS = Path(B.__file__).parent / "weights"
+needs_weights = pytest.mark.skipif(not (WEIGHTS / "course_vit_mae.safetensors").is_file(),
+                                   reason="course_vit_mae weights not shipped yet")
 
 TINY = ["--tiny", "--batch", "4", "--views", "2", "--warmup", "1", "--dec-dim", "16",
         "--dec-depth", "1", "--dec-heads", "2", "--log-every", "1"]
@@ -84,3 +91,38 @@ def test_tiny_run_resumes_exactly_exports_and_loads(tmp_path, monkeypatch):
     vit = corpus.build_vit(**{k: v for k, v in meta["timm_kwargs"].items() if k != "img_size"},
                            img_size=tuple(meta["timm_kwargs"]["img_size"]))
     vit.load_state_dict(sd)
+    monkeypatch.setattr(B, "WEIGHTS_DIR", out)
+    bb = build_backbone("course_vit_mae", pretrained=True, img_size=(16, 32))
+    assert bb.embed_dim == 32 and torch.equal(bb.vit.pos_embed, sd["pos_embed"])
+
+
+def test_random_course_vit_mae_has_the_course_shape_without_its_record(tmp_path, monkeypatch):
+    (tmp_path / "course_vit.json").write_text((WEIGHTS / "course_vit.json").read_text())
+    monkeypatch.setattr(B, "WEIGHTS_DIR", tmp_path)
+    bb = build_backbone("course_vit_mae", pretrained=False, img_size=(64, 128))
+    assert (bb.embed_dim, len(bb.vit.blocks), bb.patch_size) == (192, 6, 8)
+    with pytest.raises(FileNotFoundError, match="pretrain_mae"):
+        build_backbone("course_vit_mae", pretrained=True)
+
+
+@needs_weights
+def test_shipped_course_vit_mae_loads_offline_by_name(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    from safetensors.torch import load_file
+
+    meta = json.loads((WEIGHTS / "course_vit_mae.json").read_text())
+    path = WEIGHTS / "course_vit_mae.safetensors"
+    assert path.stat().st_size <= 25e6
+    assert hashlib.sha256(path.read_bytes()).hexdigest() == meta["sha256"]
+    for key in ("command", "seed", "steps", "wall_minutes", "cpu_minutes", "objective"):
+        assert key in meta, key
+    assert meta["timm_kwargs"] == json.loads((WEIGHTS / "course_vit.json").read_text())["timm_kwargs"]
+    bb = build_backbone("course_vit_mae", pretrained=True, img_size=(128, 256),
+                        rein=dict(num_tokens=8, rank=4, query_dim=32))
+    sd = load_file(str(path))
+    assert set(sd) == set(bb.vit.state_dict())
+    course = build_backbone("course_vit", pretrained=True)
+    assert not torch.equal(course.vit.patch_embed.proj.weight, bb.vit.patch_embed.proj.weight)
+    with torch.no_grad():
+        feats, queries = bb(torch.randn(1, 3, 128, 256))
+    assert feats[2].shape == (1, 192, 8, 16) and queries.shape == (8, 32)

@@ -45,7 +45,6 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .corpus import PRETRAIN_SEED_TAG, VIT_KWARGS, ImageCorpus, build_vit
