@@ -148,14 +148,15 @@ def test_crop_is_redrawn_until_no_class_dominates():
     t, l, h, w = redraw.crop_box(torch.zeros(64, 64, dtype=torch.long), gen(0))
     assert (h, w) == (16, 16) and 0 <= t <= 48 and 0 <= l <= 48
     # the rule itself: ignore excluded, "<" (not "<="), at least two classes
-    def cols(*runs):
-        return torch.cat([torch.full((4, n), c, dtype=torch.long) for c, n in runs], 1)
+    for dtype in (torch.long, torch.uint8):                  # (uint8 labels: the histogram path)
+        def cols(*runs):
+            return torch.cat([torch.full((4, n), c, dtype=dtype) for c, n in runs], 1)
 
-    assert redraw.crop_ok(cols((255, 12), (0, 2), (1, 2)))      # 50 / 50 of the labelled pixels
-    assert not redraw.crop_ok(cols((0, 12), (1, 4)))            # 0.75 is not < 0.75
-    assert redraw.crop_ok(cols((0, 11), (1, 5)))
-    assert not redraw.crop_ok(cols((255, 8), (3, 8)))           # one class
-    assert not redraw.crop_ok(cols((255, 16)))
+        assert redraw.crop_ok(cols((255, 12), (0, 2), (1, 2)))  # 50 / 50 of the labelled pixels
+        assert not redraw.crop_ok(cols((0, 12), (1, 4)))        # 0.75 is not < 0.75
+        assert redraw.crop_ok(cols((0, 11), (1, 5)))
+        assert not redraw.crop_ok(cols((255, 8), (3, 8)))       # one class
+        assert not redraw.crop_ok(cols((255, 16)))
 
 def test_pad_after_normalisation_image_zero_label_ignore():
     img, lab = sample(20, 30)
