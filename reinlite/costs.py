@@ -1,8 +1,9 @@
-"""`reinlite bench`: what Rein costs next to the baselines, measured side by side in one run.
+"""`reinlite costs` (alias `reinlite bench`, `make bench`): what Rein costs next to the
+baselines, measured side by side in one run.
 
-    reinlite bench                      # the course configuration on this CPU (a few minutes)
-    reinlite bench --amp bf16           # the same under bf16 autocast
-    reinlite bench --json bench.json --markdown bench.md
+    reinlite costs                      # the course configuration on this CPU (a few minutes)
+    reinlite costs --amp bf16           # the same under bf16 autocast
+    reinlite costs --json costs.json --markdown costs.md
 
 It prints (and writes as markdown and JSON):
 
@@ -44,99 +45,69 @@ METHODS = ("rein", "frozen", "frozen+bwd", "full", "lora", "vpt", "adaptformer")
 TRAINED = ("rein", "full", "lora", "vpt", "adaptformer")  # methods whose backbone part trains
 COUNT_BACKBONES = (("DINOv2-S", "vit_small_patch14_dinov2"), ("DINOv2-B", "vit_base_patch14_dinov2"),
                    ("DINOv2-L", "vit_large_patch14_dinov2"))
-# The course configuration (reinlite/configs/course.json, read when present): batch, crop, head, loss
-COURSE = dict(batch_size=8, crop_size=[128, 128], lr=5e-4, grad_clip=1.0, num_points=2048,
-              rein=dict(num_tokens=32, rank=8, query_dim=128),
-              head=dict(num_classes=19, hidden_dim=128, num_layers=3, num_heads=4, ffn_dim=512,
-                        mask_dim=128, pixel_decoder="fpn"))
-# The course ViT's shape when its config is not shipped yet (data_scripts/pretrain_course_vit.py)
-COURSE_VIT_FALLBACK = dict(embed_dim=192, depth=6, num_heads=3, patch_size=8)
 MMAP_THRESHOLD = 64 * 1024
 
 
 # ----------------------------------------------------------------------------- configuration
-def course_config(num_tokens: int = 100) -> dict[str, Any]:
-    """The configuration the CPU benchmark uses: the course run, with Rein at m = num_tokens."""
-    cfg = json.loads(json.dumps(COURSE))
-    path = Path(__file__).with_name("configs") / "course.json"
-    if path.is_file():
-        c = json.loads(path.read_text())
-        model, optim = c.get("model", {}), c.get("optim", {})
-        cfg["head"].update(model.get("head", {}))
-        cfg["rein"].update(model.get("rein") or {})
-        cfg["batch_size"] = optim.get("batch_size", cfg["batch_size"])
-        cfg["lr"] = optim.get("lr", cfg["lr"])
-        cfg["grad_clip"] = optim.get("grad_clip", cfg["grad_clip"])
-        cfg["crop_size"] = list(c.get("data", {}).get("crop_size", cfg["crop_size"]))
-        cfg["num_points"] = c.get("loss", {}).get("num_points", cfg["num_points"])
-        cfg["source"] = str(path.name)
-    cfg["rein"]["num_tokens"] = num_tokens
-    cfg["head"]["num_queries"] = num_tokens  # the baselines learn as many queries as Rein has tokens
-    cfg["backbone"] = course_backbone()
-    return cfg
+def describe(run, note: str) -> dict[str, Any]:
+    """The bench's view of a run config (reinlite.config.Config): the config itself (``run``,
+    what every model is built from) and the facts the report prints."""
+    from dataclasses import asdict
+
+    return dict(run=run.to_dict(), backbone=dict(name=run.model.backbone, note=note),
+                crop_size=list(run.data.crop_size), batch_size=run.optim.batch_size,
+                head=asdict(run.model.head), rein=asdict(run.model.rein), source=run.name)
 
 
-def course_backbone() -> dict[str, Any]:
-    """How to build the course ViT: shipped weights, else its shape with random weights."""
-    from .backbone import WEIGHTS_DIR
+def course_config(num_tokens: int = 100, overrides: Sequence[str] = ()) -> dict[str, Any]:
+    """The course run (reinlite/configs/course.json) with Rein at m = ``num_tokens``; the
+    baselines learn as many queries. The ViT is built at the crop size."""
+    from .config import load_config
 
-    if (WEIGHTS_DIR / "course_vit.safetensors").is_file() and (WEIGHTS_DIR / "course_vit.json").is_file():
-        return dict(name="course_vit", pretrained=True, model_kwargs={}, note="course_vit (shipped weights)")
-    if (WEIGHTS_DIR / "course_vit.json").is_file():
-        return dict(name="course_vit", pretrained=False, model_kwargs={},
-                    note="course_vit shape from course_vit.json, random weights (weights not shipped yet)")
-    kw = dict(COURSE_VIT_FALLBACK)
-    patch = kw.pop("patch_size")
-    return dict(name="vit_tiny_patch16_224", pretrained=False, patch_size=patch, model_kwargs=kw,
-                note="ViT dim 192, depth 6, patch 8, random weights (course_vit not shipped yet)")
+    run = load_config("course", [f"model.rein.num_tokens={num_tokens}", *overrides])
+    return describe(run, f"{run.model.backbone} (shipped weights)")
 
 
 def tiny_config() -> dict[str, Any]:
     """A seconds-long configuration for tests."""
-    return dict(batch_size=1, crop_size=[32, 32], lr=1e-3, grad_clip=1.0, num_points=64,
-                rein=dict(num_tokens=4, rank=2, query_dim=16),
-                head=dict(num_classes=19, hidden_dim=16, num_layers=1, num_heads=2, ffn_dim=32,
-                          mask_dim=16, pixel_decoder="fpn", num_queries=4),
-                backbone=dict(name="vit_tiny_patch16_224", pretrained=False, patch_size=16,
-                              model_kwargs=dict(depth=4, embed_dim=32, num_heads=2), note="tiny ViT (dim 32, depth 4)"),
-                source="tiny")
+    from .config import load_config
+
+    run = load_config("course", [
+        "name=tiny", "optim.batch_size=1", "data.crop_size=[32,32]", "model.img_size=[32,32]",
+        "loss.num_points=64", 'model.rein={"num_tokens": 4, "rank": 2, "query_dim": 16}',
+        'model.head={"hidden_dim": 16, "num_layers": 1, "num_heads": 2, "ffn_dim": 32, "mask_dim": 16}',
+        "model.backbone=vit_tiny_patch16_224", "model.pretrained=false", "model.patch_size=16",
+        'model.backbone_kwargs={"depth": 4, "embed_dim": 32, "num_heads": 2}'])
+    return describe(run, "tiny ViT (dim 32, depth 4)")
 
 
 # ----------------------------------------------------------------------------- one measurement
-def _method_kwargs(method: str, cfg: dict, num_prompts: int) -> tuple[str, dict]:
-    if method == "rein":
-        return "rein", dict(cfg["rein"])
-    if method in ("frozen", "frozen+bwd"):
-        return "frozen", {}
-    if method == "lora":
-        return "lora", dict(rank=8)
-    if method == "vpt":
-        return "vpt", dict(num_prompts=num_prompts)
-    if method == "adaptformer":
-        return "adaptformer", dict(bottleneck=64)
-    if method == "full":
-        return "full", {}
-    raise ValueError(f"unknown bench method {method!r}; choose from {', '.join(METHODS)}")
+BASELINE_KWARGS = dict(lora=dict(rank=8), adaptformer=dict(bottleneck=64))
+
+
+def run_config(method: str, cfg: dict, num_prompts: int = 50):
+    """The run config (reinlite.config.Config) of ``method`` on the bench's ``cfg``."""
+    from dataclasses import replace
+
+    from .config import from_dict
+
+    if method not in METHODS:
+        raise ValueError(f"unknown bench method {method!r}; choose from {', '.join(METHODS)}")
+    run = from_dict(cfg["run"])
+    base = "frozen" if method == "frozen+bwd" else method
+    kwargs = dict(num_prompts=num_prompts) if base == "vpt" else BASELINE_KWARGS.get(base, {})
+    return replace(run, model=replace(run.model, method=base, method_kwargs=dict(kwargs)))
 
 
 def build_model(method: str, cfg: dict, num_prompts: int = 50):
-    """(backbone, head) for ``method`` on ``cfg`` (the bench's config dict)."""
-    from .head import Mask2FormerHead
-    from .peft import build_peft_backbone
+    """(backbone, head) for ``method`` on ``cfg``, through the one builder (reinlite.model)."""
+    from .model import build_model as build
 
-    base, kwargs = _method_kwargs(method, cfg, num_prompts)
-    b = cfg["backbone"]
-    bb = build_peft_backbone(base, b["name"], pretrained=b["pretrained"], img_size=tuple(cfg["crop_size"]),
-                             patch_size=b.get("patch_size"), model_kwargs=b.get("model_kwargs", {}), **kwargs)
+    model = build(run_config(method, cfg, num_prompts).model)
+    bb, head = model.backbone, model.head
     if method == "frozen+bwd":  # the gradient flows back through every frozen block (no weight grads)
         bb.vit.blocks[0].register_forward_pre_hook(
             lambda module, args: (args[0].detach().requires_grad_(True),) + tuple(args[1:]))
-    head_kw = dict(cfg["head"])
-    if method == "rein":
-        head_kw["num_queries"] = cfg["rein"]["num_tokens"]
-        head = Mask2FormerHead(bb.embed_dim, query_source="rein", query_dim=cfg["rein"]["query_dim"], **head_kw)
-    else:
-        head = Mask2FormerHead(bb.embed_dim, query_source="learned", query_dim=head_kw["hidden_dim"], **head_kw)
     return bb.train(), head.train()
 
 
@@ -148,15 +119,15 @@ def _batch(cfg: dict, seed: int = 0):
     from .data.classes import CITYSCAPES_LUT
     from .data.synthetic import render_sample
 
+    from .data.transforms import normalize
+
     h, w = cfg["crop_size"]
     images, labels = [], []
     for i in range(cfg["batch_size"]):
         out = render_sample(np.random.SeedSequence([777, seed, i]), "gta", size=(h, w))
-        images.append(torch.from_numpy(out["image"]).permute(2, 0, 1).float() / 255)
+        images.append(torch.from_numpy(out["image"]).permute(2, 0, 1))
         labels.append(torch.from_numpy(CITYSCAPES_LUT[out["label"]].astype(np.int64)))
-    mean = torch.tensor([0.485, 0.456, 0.406])[:, None, None]
-    std = torch.tensor([0.229, 0.224, 0.225])[:, None, None]
-    return (torch.stack(images) - mean) / std, torch.stack(labels)
+    return normalize(torch.stack(images)), torch.stack(labels)
 
 
 def _rss_bytes() -> int:
@@ -198,7 +169,7 @@ def measure(method: str, cfg: dict, steps: int = 5, warmup: int = 2, amp: str = 
     """
     import torch
 
-    from .losses import Mask2FormerLoss
+    from .model import build_criterion
 
     torch.set_num_threads(threads)
     torch.manual_seed(seed)
@@ -207,9 +178,10 @@ def measure(method: str, cfg: dict, steps: int = 5, warmup: int = 2, amp: str = 
     bb.to(dev), head.to(dev)
     images, labels = _batch(cfg, seed)
     images, labels = images.to(dev), labels.to(dev)
-    criterion = Mask2FormerLoss(num_classes=cfg["head"]["num_classes"], num_points=cfg["num_points"]).to(dev)
+    run = run_config(method, cfg, num_prompts)
+    criterion = build_criterion(run.loss, run.model.head.num_classes).to(dev)
     params = bb.trainable_parameters() + (list(head.parameters()) if part == "step" else [])
-    optimizer = torch.optim.AdamW(params, lr=cfg["lr"], weight_decay=0.05) if params else None
+    optimizer = torch.optim.AdamW(params, lr=run.optim.lr, weight_decay=run.optim.weight_decay) if params else None
     trainable = sum(p.numel() for p in bb.trainable_parameters())
     use_amp = amp == "bf16"
 
@@ -230,8 +202,8 @@ def measure(method: str, cfg: dict, steps: int = 5, warmup: int = 2, amp: str = 
             optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if optimizer is not None:
-            if cfg.get("grad_clip"):
-                torch.nn.utils.clip_grad_norm_(params, cfg["grad_clip"])
+            if run.optim.grad_clip:
+                torch.nn.utils.clip_grad_norm_(params, run.optim.grad_clip)
             optimizer.step()
 
     def sync():
@@ -272,7 +244,7 @@ def _worker_main(argv: Sequence[str]) -> int:
 
 
 def _spawn(spec: dict, env: dict) -> dict:
-    proc = subprocess.run([sys.executable, "-m", "reinlite.bench", "_worker", json.dumps(spec)],
+    proc = subprocess.run([sys.executable, "-m", "reinlite.costs", "_worker", json.dumps(spec)],
                           capture_output=True, text=True, env=env)
     for line in proc.stdout.splitlines():
         if line.startswith("BENCH_RESULT "):
@@ -322,8 +294,12 @@ def parameter_counts(backbones=COUNT_BACKBONES, num_prompts: int = 150) -> dict[
 
     from .peft import build_peft_backbone
 
-    args = dict(rein=dict(num_tokens=100, rank=16, query_dim=256), lora=dict(rank=8),
-                vpt=dict(num_prompts=num_prompts), adaptformer=dict(bottleneck=64))
+    from dataclasses import asdict
+
+    from .config import load_config
+
+    release = load_config("gta2cs_dinov2_large")
+    args = dict(rein=asdict(release.model.rein), vpt=dict(num_prompts=num_prompts), **BASELINE_KWARGS)
     table: dict[str, dict[str, int]] = {}
     for label, name in backbones:
         row = {}
@@ -346,13 +322,10 @@ def gpu_comparison(methods: Sequence[str], steps: int, warmup: int, log=print) -
     if not torch.cuda.is_available():
         log("GPU comparison (DINOv2-L, 512 x 512): skipped, no GPU on this machine")
         return None
-    cfg = dict(batch_size=4, crop_size=[512, 512], lr=1e-4, grad_clip=None, num_points=12544,
-               rein=dict(num_tokens=100, rank=16, query_dim=256),
-               head=dict(num_classes=19, hidden_dim=256, num_layers=9, num_heads=8, ffn_dim=2048,
-                         mask_dim=256, pixel_decoder="msdeform", num_queries=100),
-               backbone=dict(name="vit_large_patch14_dinov2", pretrained=False, patch_size=16,
-                             model_kwargs={}, note="DINOv2-L/16 shape, random weights"),
-               source="release (gta2cs_dinov2_large)")
+    from .config import load_config
+
+    cfg = describe(load_config("gta2cs_dinov2_large", ["model.pretrained=false"]),
+                   "DINOv2-L/16 shape, random weights")
     env = dict(os.environ)
     out = {}
     for method in methods:
@@ -520,17 +493,24 @@ def run_bench(args) -> int:
         return 0
     log = print
     cfg = tiny_config() if args.tiny else course_config(args.num_tokens)
-    if getattr(args, "backbone", None):
-        cfg["backbone"] = dict(name=args.backbone, pretrained=False, patch_size=args.patch_size, model_kwargs={},
-                               note=f"{args.backbone} shape (patch {args.patch_size or 'own'}), random weights")
-    if args.img_size:
-        cfg["crop_size"] = list(args.img_size)
-    if args.batch_size:
-        cfg["batch_size"] = args.batch_size
+    if getattr(args, "backbone", None) or args.img_size or args.batch_size:
+        from .config import from_dict, load_config
+
+        extra = []
+        if getattr(args, "backbone", None):
+            extra += [f"model.backbone={args.backbone}", "model.pretrained=false",
+                      f"model.patch_size={json.dumps(args.patch_size)}"]
+        if args.img_size:
+            extra += [f"data.crop_size={list(args.img_size)}", f"model.img_size={list(args.img_size)}"]
+        if args.batch_size:
+            extra.append(f"optim.batch_size={args.batch_size}")
+        note = (f"{args.backbone} shape (patch {args.patch_size or 'own'}), random weights"
+                if getattr(args, "backbone", None) else cfg["backbone"]["note"])
+        cfg = describe(load_config(from_dict(cfg["run"]), extra), note)
     methods = args.methods or list(METHODS)
     for m in methods:
-        _method_kwargs(m, cfg, args.num_prompts)  # unknown names fail here
-    log(f"reinlite bench: {cfg['backbone']['note']}, crop {cfg['crop_size']}, batch {cfg['batch_size']}, "
+        run_config(m, cfg, args.num_prompts)  # unknown names fail here
+    log(f"reinlite costs: {cfg['backbone']['note']}, crop {cfg['crop_size']}, batch {cfg['batch_size']}, "
         f"amp {args.amp}, {args.threads} threads, {args.repeats} rounds x {args.steps} steps")
     common = dict(cfg=cfg, repeats=args.repeats, steps=args.steps, warmup=args.warmup, amp=args.amp,
                   threads=args.threads, num_prompts=args.num_prompts, fresh_process=not args.in_process,
@@ -540,7 +520,7 @@ def run_bench(args) -> int:
     bb_methods = [m for m in methods if m in ("rein", "frozen+bwd", "full")]
     backbone = (run_measurements(bb_methods, part="backbone", **common)
                 if {"rein", "frozen+bwd"} <= set(bb_methods) and not getattr(args, "no_backbone_part", False) else {})
-    report = dict(command="reinlite bench " + " ".join(getattr(args, "argv", None) or []), device=platform.processor() or "cpu",
+    report = dict(command="reinlite costs " + " ".join(getattr(args, "argv", None) or []), device=platform.processor() or "cpu",
                   cpu_count=os.cpu_count(), load_avg=os.getloadavg(), clock=args.clock, threads=args.threads,
                   amp=args.amp, repeats=args.repeats,
                   steps=args.steps, warmup=args.warmup, config=cfg, torch=torch.__version__,
@@ -604,7 +584,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["_worker"]:
         return _worker_main(argv[1:])
-    p = argparse.ArgumentParser(prog="reinlite bench", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog="reinlite costs", description=__doc__.splitlines()[0])
     add_arguments(p)
     args = p.parse_args(argv)
     args.argv = argv
