@@ -26,8 +26,7 @@ __all__ = ["FAST", "is_fast", "pick", "setup", "benchmark_images", "to_tensor",
            "IMAGENET_MEAN", "IMAGENET_STD", "repo_root", "data_dir", "benchmark_root", "FAST_BENCHMARK",
            "FULL_BENCHMARK"]
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
+from .data.transforms import IMAGENET_MEAN, IMAGENET_STD  # noqa: E402  (timm's constants)
 #: the benchmark's image size (H, W)
 IMAGE_SIZE = (128, 256)
 
@@ -209,18 +208,20 @@ def trained_model(name: str = "course", train_steps: Optional[int] = None, verbo
     trained for N steps into ``runs/NAME`` (this needs the benchmark under ``data/`` and
     takes minutes on a CPU).
     """
-    from . import train as training
+    from .config import load_config
+    from .model import load_model
+    from .train import train
 
     path = find_checkpoint(name)
     if path is None and train_steps is not None:
-        cfg = training.load_config(name, [f"optim.iters={int(train_steps)}",
-                                          f"out_dir={json.dumps(str(REPO / 'runs' / '{name}'))}"])
-        path = Path(training.train(cfg)["checkpoint"])
+        cfg = load_config(name, [f"optim.iters={int(train_steps)}",
+                                 f"out_dir={json.dumps(str(REPO / 'runs' / '{name}'))}"])
+        path = Path(train(cfg)["checkpoint"])
     if path is None:
         if verbose:
             print(f"no trained checkpoint for '{name}' (run `reinlite train --config {name}`)")
         return None
-    model, cfg = training.load_model(path)
+    model, cfg = load_model(path)
     if verbose:
         print(f"loaded the trained '{name}' run from {path.relative_to(REPO) if path.is_relative_to(REPO) else path}")
     return model, cfg
