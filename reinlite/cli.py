@@ -140,6 +140,23 @@ def run_data(args) -> int:
     return run_benchmark_cli(args)
 
 
+def add_ship_run(sub) -> None:
+    p = sub.add_parser("ship-run", help="copy a finished run's trained weights into reinlite/weights "
+                                        "(what the notebooks load)")
+    p.add_argument("run_dir", help="the run folder (e.g. runs/course)")
+    p.add_argument("--name", default="course", help="shipped as reinlite/weights/NAME_run.* (default course)")
+    p.add_argument("--command", default="", help="the command that trained it (recorded)")
+    p.set_defaults(func=run_ship_run)
+
+
+def run_ship_run(args) -> int:
+    from .course import ship_run
+
+    path = ship_run(args.run_dir, args.name, args.command)
+    print(f"wrote {path} and {path.with_suffix('.json')}")
+    return 0
+
+
 # ----------------------------------------------------------------------------- costs
 def add_costs(sub) -> None:
     from .costs import add_arguments
@@ -156,7 +173,7 @@ def run_costs(args) -> int:
     return run(args)
 
 
-SUBCOMMANDS = [add_info, add_demo, add_train, add_eval, add_predict, add_data, add_costs]
+SUBCOMMANDS = [add_info, add_demo, add_train, add_eval, add_predict, add_ship_run, add_data, add_costs]
 
 
 def build_parser() -> argparse.ArgumentParser:

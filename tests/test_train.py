@@ -231,3 +231,26 @@ def test_checkpoint_records_the_method_and_rebuilds_it(tmp_path):
     model, stored = load_model(tmp_path / "run")
     assert stored.model.method == "lora" and stored.model.method_kwargs == {"rank": 2}
     assert model.backbone.method == "lora"
+
+
+def test_ship_run_and_load_it_back(tmp_path, monkeypatch):
+    import hashlib
+
+    import reinlite.backbone as B
+    from reinlite import course
+
+    cfg = load_config(tiny_cfg(tmp_path, optim={"iters": 1}))
+    train(cfg)
+    (tmp_path / "run" / "eval").mkdir()
+    (tmp_path / "run" / "eval" / "metrics.json").write_text(json.dumps(
+        {"mean": 1.5, "targets": ["cityscapes"], "domains": {"cityscapes": {"miou": 1.5}}}))
+    monkeypatch.setattr(B, "WEIGHTS_DIR", tmp_path / "weights")
+    (tmp_path / "weights").mkdir()
+    monkeypatch.delenv("REINLITE_CHECKPOINT", raising=False)
+    path = course.ship_run(tmp_path / "run", "tiny", command="reinlite train ...")
+    record = json.loads(path.with_suffix(".json").read_text())
+    assert record["sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
+    assert record["evaluation"]["mean_targets"] == 1.5 and record["step"] == 1
+    assert course.find_checkpoint("tiny") == path
+    model, stored = load_model(path)
+    assert stored == cfg
