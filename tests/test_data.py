@@ -42,7 +42,8 @@ def test_class_table():
     assert len(names) == 66
     assert lut[names.index("construction--flat--road")] == 0
     assert lut[names.index("human--rider--motorcyclist")] == 12
-    assert lut[names.index("object--traffic-sign--back")] == 255
+    assert lut[names.index("object--traffic-sign--back")] == 7  # the release maps sign backs to traffic sign
+    assert lut[names.index("object--manhole")] == 255 and lut[names.index("construction--flat--parking")] == 0
     assert lut[names.index("void--unlabeled")] == 255
     # by name: a config listing the classes in another order maps accordingly
     lut2 = C.mapillary_lut(["nature--sky", "something--new", "object--vehicle--car"])
