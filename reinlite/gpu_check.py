@@ -52,7 +52,9 @@ import logging
 import math
 import os
 import platform
+import signal
 import statistics
+import tempfile
 import subprocess
 import sys
 import time
@@ -131,69 +133,61 @@ class Settings:
 
 
 # ----------------------------------------------------------------------------- the project's API
-# Everything that touches the project's config / builder / data lives in these four functions.
+# Everything that touches the project's config / builder / data lives in these functions.
 def check_config(tiny: bool, method: str = "rein", extra: Sequence[str] = ()):
-    """The release config with random weights (``method``: rein | full); tiny: a ViT-Ti/16
-    at 64 x 64 with a small head. Full fine-tuning trains the backbone at lr x 0.1."""
-    from .train import load_config
+    """The release config with random weights (``method``: rein | full; full fine-tuning
+    trains the backbone at lr x 0.1); tiny: a 4-block ViT-Ti/16 at 64 x 64, a small head."""
+    from .config import load_config
 
     overrides = ["model.pretrained=false", f"model.method={method}"]
+    overrides += ["optim.backbone_lr_mult=0.1"] if method == "full" else []
     overrides += TINY_OVERRIDES if tiny else []
     return load_config(RELEASE, overrides + list(extra))
 
 
 def config_facts(cfg) -> dict[str, Any]:
-    """The few config values the check needs, read in one place."""
-    m = cfg["model"]
-    return dict(backbone=m["backbone"], img_size=m["img_size"], method=m["method"],
-                num_classes=int(m["head"]["num_classes"]), crop=list(cfg["data"]["crop_size"]),
-                batch_size=int(cfg["optim"]["batch_size"]), lr=float(cfg["optim"]["lr"]),
-                poly_power=float(cfg["optim"]["poly_power"]), iters=int(cfg["optim"]["iters"]),
-                eval_crop=list(cfg["eval"]["crop"]), eval_stride=list(cfg["eval"]["stride"]),
-                seed=int(cfg["seed"]), rein=m["rein"], num_points=int(cfg["loss"]["num_points"]))
+    """The few config values the check needs and reports, read in one place."""
+    m = cfg.model
+    return dict(backbone=m.backbone, img_size=m.img_size, method=m.method,
+                num_classes=int(m.head.num_classes), crop=list(cfg.data.crop_size),
+                batch_size=int(cfg.optim.batch_size), lr=float(cfg.optim.lr),
+                backbone_lr_mult=float(cfg.optim.backbone_lr_mult), grad_clip=cfg.optim.grad_clip,
+                poly_power=float(cfg.optim.poly_power), iters=int(cfg.optim.iters),
+                eval_crop=list(cfg.eval.crop), eval_stride=list(cfg.eval.stride), seed=int(cfg.seed),
+                rein=dict(num_tokens=m.rein.num_tokens, rank=m.rein.rank, query_dim=m.rein.query_dim),
+                num_points=int(cfg.loss.num_points))
 
 
 def build(cfg, device: torch.device):
     """The model through the project's one builder, on ``device``, with its criterion and a
     factory of fresh optimisers: (model, criterion, make_optimizer)."""
-    from .train import build_criterion, build_model, build_optimizer
+    from .model import build_criterion, build_model
+    from .optim import build_optimizer
 
-    torch.manual_seed(config_facts(cfg)["seed"])
-    model = build_model(cfg).to(device)
-    criterion = build_criterion(cfg).to(device)
-    return model, criterion, (lambda: build_optimizer(model, cfg))
+    torch.manual_seed(cfg.seed)
+    model = build_model(cfg.model).to(device)
+    criterion = build_criterion(cfg.loss, cfg.model.head.num_classes).to(device)
+    return model, criterion, (lambda: build_optimizer(model, cfg.optim))
 
 
 def domain_images(cfg, domain: str, split: str, count: int, root: str) -> tuple[list, str]:
     """Up to ``count`` (uint8 image [3, H, W], long label [H, W]) of a benchmark domain and
     the source's name; random shapes (the project's test data) without the benchmark."""
-    from .train import build_dataset, load_config, load_sample
+    from .config import load_config
+    from .data.pipeline import build_dataset, load_sample
 
     try:
-        bench = load_config(config_dict(cfg), ["data.kind=benchmark", f"data.root={root}", "data.roots={}"])
-        ds = build_dataset(bench, domain, split)
+        ds = build_dataset(load_config(cfg, ["data.kind=benchmark", f"data.root={root}", "data.roots={}"]),
+                           domain, split)
         source = f"benchmark {root} ({domain}/{split})"
     except (FileNotFoundError, ValueError, OSError):
-        ds = build_dataset(load_config(config_dict(cfg), ["data.kind=random", "data.random_count=16",
-                                                          "data.random_size=[128,256]"]), domain, split)
+        ds = build_dataset(load_config(cfg, ["data.kind=random", "data.random_count=16",
+                                             "data.random_size=[128,256]"]), domain, split)
         source = "random shapes 128 x 256 (no benchmark at %s)" % root
     return [load_sample(ds, i) for i in range(min(count, len(ds)))], source
 
 
-def config_dict(cfg) -> dict:
-    return cfg if isinstance(cfg, dict) else cfg.to_dict()
-
-
 # ----------------------------------------------------------------------------- data
-def _normalize(images_uint8: torch.Tensor) -> torch.Tensor:
-    from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
-
-    x = images_uint8.float() / 255.0
-    mean = torch.tensor(IMAGENET_DEFAULT_MEAN, device=x.device).view(-1, 1, 1)
-    std = torch.tensor(IMAGENET_DEFAULT_STD, device=x.device).view(-1, 1, 1)
-    return (x - mean) / std
-
-
 def _upscaled_crop(image: torch.Tensor, label: torch.Tensor, crop: Sequence[int],
                    g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
     """Resize so that the image covers the crop (bilinear / nearest), then a random crop.
@@ -214,6 +208,8 @@ def make_batches(samples: list, crop: Sequence[int], batch_size: int, count: int
                  seed: int = 0) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """``count`` batches (normalised images [B, 3, h, w], labels [B, h, w]) on ``device``,
     cycling through ``samples`` with random upscaled crops."""
+    from .data.transforms import normalize
+
     g = torch.Generator().manual_seed(seed)
     out, k = [], 0
     for _ in range(count):
@@ -223,7 +219,7 @@ def make_batches(samples: list, crop: Sequence[int], batch_size: int, count: int
             ims.append(im)
             labs.append(lab)
             k += 1
-        out.append((_normalize(torch.stack(ims).to(device)), torch.stack(labs).to(device)))
+        out.append((normalize(torch.stack(ims).to(device)), torch.stack(labs).to(device)))
     return out
 
 
@@ -239,13 +235,17 @@ def _free(device: torch.device) -> None:
         torch.cuda.empty_cache()
 
 
-def train_step(net, criterion, optimizer, images, labels, amp: bool) -> torch.Tensor:
-    """One step as ``reinlite train`` takes it: forward under autocast, the loss outside."""
+def train_step(net, criterion, optimizer, images, labels, amp: bool,
+               grad_clip: Optional[float] = None) -> torch.Tensor:
+    """One step as ``reinlite train`` takes it: forward under autocast, the loss outside it,
+    the gradient norm (clipped at ``grad_clip``; the release: none), AdamW."""
     with torch.autocast(images.device.type, dtype=torch.bfloat16, enabled=amp):
         outputs = net(images)
     loss = criterion(outputs, labels)["loss"]
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
+    params = [p for g in optimizer.param_groups for p in g["params"]]
+    torch.nn.utils.clip_grad_norm_(params, float(grad_clip or "inf"))
     optimizer.step()
     return loss.detach()
 
@@ -425,14 +425,23 @@ def _child_env(threads: Optional[int] = None) -> dict[str, str]:
 
 def _run_child(cmd: list[str], cap_s: float, result_path: Path, what: str,
                threads: Optional[int] = None) -> dict[str, Any]:
-    """Run a child process with a timeout; its JSON result (possibly partial) merged in."""
+    """Run a child process with a timeout; its JSON result (possibly partial) merged in. The
+    child runs in a session of its own, so that a timeout ends it with everything it started
+    (torchrun's worker, inductor's compile workers)."""
     t0 = time.perf_counter()
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env=_child_env(threads), start_new_session=True)
     try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=cap_s, env=_child_env(threads))
-        rc, tail, timed_out = proc.returncode, (proc.stdout + proc.stderr)[-1500:], False
-    except subprocess.TimeoutExpired as err:
+        output, _ = proc.communicate(timeout=cap_s)
+        rc, timed_out = proc.returncode, False
+    except subprocess.TimeoutExpired:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        output, _ = proc.communicate()
         rc, timed_out = None, True
-        tail = ((err.stdout or b"").decode() if isinstance(err.stdout, bytes) else (err.stdout or ""))[-800:]
+    tail = (output or "")[-1500:]
     res: dict[str, Any] = json.loads(result_path.read_text()) if result_path.is_file() else {}
     res.update(child_s=round(time.perf_counter() - t0, 1), command=" ".join(cmd[:8]) + (" ..." if len(cmd) > 8 else ""))
     if timed_out:
@@ -563,7 +572,8 @@ def _run(s: Settings) -> dict[str, Any]:
               wanted: Optional[bool] = None) -> Optional[dict]:
         if not (name in s.phases if wanted is None else wanted):
             if wanted is None:
-                phases[name] = dict(status="skipped", reason="not selected (--phases)", by_choice=True)
+                why = "; the tiny mode leaves it out by default" if s.tiny and name == "train_cli" else ""
+                phases[name] = dict(status="skipped", reason=f"not selected (--phases{why})", by_choice=True)
             return None
         budget, minimum = budgets[name]
         missing = [n for n in needs if phases.get(n, {}).get("status") != "ok"]
@@ -595,7 +605,6 @@ def _run(s: Settings) -> dict[str, Any]:
     facts = config_facts(cfg)
     report["config"] = dict(name=RELEASE, **facts)
     state: dict[str, Any] = {}
-    wall_start = time.perf_counter()
 
     def build_rein(cap):
         t0 = time.perf_counter()
@@ -637,9 +646,10 @@ def _run(s: Settings) -> dict[str, Any]:
 
     def build_full(cap):
         t0 = time.perf_counter()
-        model, criterion, make_opt = build(check_config(s.tiny, "full", _full_extra()), device)
+        fcfg = check_config(s.tiny, "full")
+        model, criterion, make_opt = build(fcfg, device)
         state.update(full_model=model, full_criterion=criterion, full_make_opt=make_opt)
-        return dict(build_s=round(time.perf_counter() - t0, 1), backbone_lr_mult=_full_extra() or None,
+        return dict(build_s=round(time.perf_counter() - t0, 1), backbone_lr_mult=fcfg.optim.backbone_lr_mult,
                     trainable_params=sum(p.numel() for p in model.parameters() if p.requires_grad))
 
     phase("build_full", build_full, ["build_rein"],
@@ -651,6 +661,8 @@ def _run(s: Settings) -> dict[str, Any]:
     _free(device)
 
     def train_run(cap):
+        from .optim import poly_lr, set_lr
+
         model = state["model"]
         with torch.no_grad():  # a fresh start: the trainable weights as built
             params = dict(model.named_parameters())
@@ -663,8 +675,7 @@ def _run(s: Settings) -> dict[str, Any]:
         start = time.perf_counter()
         amp = True
         for k in range(s.train_steps):
-            for g in opt.param_groups:
-                g["lr"] = g.setdefault("initial_lr", g["lr"]) * (1 - k / s.train_steps) ** facts["poly_power"]
+            set_lr(opt, poly_lr(facts["lr"], k, s.train_steps, facts["poly_power"]))
             losses.append(float(train_step(model, state["criterion"], opt, *batches[k % len(batches)], amp)))
             if not math.isfinite(losses[-1]) or time.perf_counter() - start > cap:
                 break
@@ -726,7 +737,10 @@ def _run(s: Settings) -> dict[str, Any]:
     phase("compile", compiled)
 
     def train_cli(cap):
-        run_dir = tmp / "train_cli"
+        with tempfile.TemporaryDirectory(prefix="gpu_check_train_") as run_dir:  # no checkpoint in --out
+            return _train_cli(cap, Path(run_dir))
+
+    def _train_cli(cap, run_dir: Path):
         crop = facts["crop"]
         overrides = ["model.pretrained=false", "optim.iters=3", "data.kind=random",
                      f"data.random_size=[{crop[0]},{crop[1]}]", "data.num_workers=0",
@@ -748,18 +762,10 @@ def _run(s: Settings) -> dict[str, Any]:
     phase("train_cli", train_cli)
 
     summarise(report, step)
-    report["wall_s"] = round(time.perf_counter() - wall_start, 1)
     report["total_s"] = round(clock.elapsed(), 1)
     (out_dir / "gpu_check.json").write_text(json.dumps(report, indent=2))
     (out_dir / "gpu_check.md").write_text(format_markdown(report))
     return report
-
-
-def _full_extra() -> list[str]:
-    """Full fine-tuning's backbone lr x 0.1 where the config knows ``optim.backbone_lr_mult``."""
-    from .train import DEFAULTS
-
-    return ["optim.backbone_lr_mult=0.1"] if "backbone_lr_mult" in DEFAULTS["optim"] else []
 
 
 def _meta(device: torch.device) -> dict[str, Any]:
@@ -851,7 +857,7 @@ def _phase_summary(name: str, r: dict, p: dict) -> str:
                 f"({r['backbone_trainable']:,} in the backbone), built in {r['build_s']} s; data: {r['data']}")
     if name == "build_full":
         return (f"full fine-tuning: {r['trainable_params'] / 1e6:.1f}M trainable, built in {r['build_s']} s"
-                + (f" ({', '.join(r['backbone_lr_mult'])})" if r.get("backbone_lr_mult") else ""))
+                + f", backbone lr x {r.get('backbone_lr_mult')}")
     if name.startswith("step_"):
         text = (f"median {_fmt(r.get('median_s'), 3)} s over {r.get('steps')} steps (warm-up {r.get('warmup')})"
                 f"{', truncated' if r.get('truncated') else ''}, peak {_fmt(r.get('peak_gib'))} GiB")

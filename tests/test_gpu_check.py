@@ -54,7 +54,7 @@ def test_tiny_mode_steps_losses_and_shares(tiny):
     assert all(math.isfinite(v) for v in train["losses"]) and train["falls"]
     prof = res["profile"]
     assert prof["msdeform_modules"] == 2  # the tiny pixel decoder's two layers
-    assert 0 < prof["msdeform_sampling_share"] <= prof["msdeform_forward_share"] < 1
+    assert 0 < prof["msdeform_sampling_share"] < 1 and 0 < prof["msdeform_forward_share"] < 1
     slide = res["slide"]["bf16"]
     assert slide["size"] == [64, 128] and slide["windows"] == 3 and slide["images_per_s"] > 0
     assert slide["pred_shape"] == [64, 128]
@@ -108,3 +108,35 @@ def test_table_8_comparison_from_gpu_numbers():
     assert "| hours for 40k iterations, bf16 autocast | 3.3 | 4.4 | | |" in md
     assert "| s / iteration, bf16 + torch.compile | 0.250 |" in md
     assert "NVIDIA H200" in md
+
+
+def test_a_child_over_its_budget_is_ended_with_its_own_children(tmp_path):
+    """torchrun's worker must not outlive a timed-out torchrun: the whole session is ended."""
+    import os
+    import sys
+    import time
+
+    pid_file = tmp_path / "grandchild.pid"
+    code = ("import subprocess, sys, time; "
+            "p = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)']); "
+            f"open({str(pid_file)!r}, 'w').write(str(p.pid)); time.sleep(60)")
+    res = gpu_check._run_child([sys.executable, "-c", code], 10, tmp_path / "none.json", "the sleeper")
+    assert res["status"] == "skipped" and "did not finish within its 10 s budget" in res["reason"]
+    pid = int(pid_file.read_text())
+
+    def dead():
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return True
+        try:  # killed but not yet reaped (a zombie) counts as ended
+            return open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[0] == "Z"
+        except OSError:
+            return True
+
+    for _ in range(50):
+        if dead():
+            break
+        time.sleep(0.1)
+    else:
+        raise AssertionError(f"grandchild {pid} still alive")
