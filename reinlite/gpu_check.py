@@ -52,6 +52,7 @@ import logging
 import math
 import os
 import platform
+import shlex
 import signal
 import statistics
 import tempfile
@@ -59,7 +60,7 @@ import subprocess
 import sys
 import time
 import traceback
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
@@ -78,7 +79,7 @@ PHASES = ("step_rein_bf16", "step_rein_fp32", "profile", "step_full_bf16", "step
 # (budget, minimum) seconds per phase, in the order they run; the total is --budget.
 GPU_BUDGETS = {"build_rein": (60, 5), "step_rein_bf16": (35, 10), "step_rein_fp32": (45, 10),
                "profile": (30, 10), "build_full": (40, 5), "step_full_bf16": (35, 10), "step_full_fp32": (45, 10),
-               "train": (90, 30), "slide": (25, 8), "ddp": (60, 30), "compile": (120, 60),
+               "train": (110, 30), "slide": (25, 8), "ddp": (60, 30), "compile": (120, 60),
                "train_cli": (60, 40)}
 # Tiny: caps only; the two torchrun children get more (two interpreters start on a CPU).
 TINY_BUDGETS = {k: (max(b // 2, 10), 1) for k, (b, _) in GPU_BUDGETS.items()}
@@ -89,7 +90,8 @@ GIB = 2 ** 30
 # The tiny mode: a 4-block ViT-Ti/16 at 64 x 64 with a small head of the same kind (msdeform).
 TINY_OVERRIDES = [
     "model.backbone=vit_tiny_patch16_224", "model.img_size=64", "model.patch_size=16",
-    'model.backbone_kwargs={"depth": 4}', "model.out_indices=null", 'model.rein={"num_tokens": 16, "rank": 4, "query_dim": 64}',
+    'model.backbone_kwargs={"depth": 4}', "model.out_indices=null",
+    'model.rein={"num_tokens": 16, "rank": 4, "query_dim": 64}',
     "model.head.hidden_dim=64", "model.head.num_layers=3", "model.head.num_heads=4",
     "model.head.ffn_dim=128", "model.head.mask_dim=64", "model.head.num_queries=16",
     "model.head.pixel_decoder_layers=2", "model.head.pixel_decoder_ffn=128",
@@ -443,7 +445,7 @@ def _run_child(cmd: list[str], cap_s: float, result_path: Path, what: str,
         rc, timed_out = None, True
     tail = (output or "")[-1500:]
     res: dict[str, Any] = json.loads(result_path.read_text()) if result_path.is_file() else {}
-    res.update(child_s=round(time.perf_counter() - t0, 1), command=" ".join(cmd[:8]) + (" ..." if len(cmd) > 8 else ""))
+    res.update(child_s=round(time.perf_counter() - t0, 1), command=shlex.join(cmd))
     if timed_out:
         res.update(status="skipped", reason=f"{what} did not finish within its {cap_s:.0f} s budget")
     elif rc != 0:
@@ -591,6 +593,8 @@ def _run(s: Settings) -> dict[str, Any]:
                 status = res.pop("status", "ok")
                 phases[name] = dict(status=status, seconds=round(time.perf_counter() - t0, 1),
                                     budget_s=round(cap, 1), **{k: v for k, v in res.items() if k in _STATUS_KEYS})
+                if res.get("truncated"):  # stopped at its budget: fewer steps than asked for
+                    phases[name]["truncated"] = True
                 results[name] = {k: v for k, v in res.items() if k not in _STATUS_KEYS}
             except Exception as err:  # a phase that breaks is reported; the others still run
                 log.warning("gpu-check: %s failed:\n%s", name, traceback.format_exc())
@@ -677,19 +681,20 @@ def _run(s: Settings) -> dict[str, Any]:
         for k in range(s.train_steps):
             set_lr(opt, poly_lr(facts["lr"], k, s.train_steps, facts["poly_power"]))
             losses.append(float(train_step(model, state["criterion"], opt, *batches[k % len(batches)], amp)))
-            if not math.isfinite(losses[-1]) or time.perf_counter() - start > cap:
+            if not math.isfinite(losses[-1]) or (time.perf_counter() - start > cap and k + 1 < s.train_steps):
                 break
         n = min(20, max(1, len(losses) // 4))
         first, last = statistics.mean(losses[:n]), statistics.mean(losses[-n:])
         finite = all(math.isfinite(v) for v in losses)
-        res = dict(steps=len(losses), requested=s.train_steps, amp="bf16", data_batches=len(batches),
+        res = dict(steps=len(losses), requested=s.train_steps, truncated=finite and len(losses) < s.train_steps,
+                   amp="bf16", data_batches=len(batches),
                    first_mean=round(first, 4), last_mean=round(last, 4), window=n, finite=finite,
-                   falls=finite and last < first, seconds_per_step=round((time.perf_counter() - start) / len(losses), 4),
+                   falls=finite and last < first,
+                   seconds_per_step=round((time.perf_counter() - start) / len(losses), 4),
                    losses=[round(v, 4) for v in losses])
-        if not (finite and last < first and len(losses) == s.train_steps):
+        if not (finite and last < first):
             res["status"] = "failed"
-            res["error"] = (f"loss not finite" if not finite else f"{len(losses)} of {s.train_steps} steps"
-                            if len(losses) < s.train_steps else f"loss did not fall ({first:.3f} -> {last:.3f})")
+            res["error"] = ("loss not finite" if not finite else f"loss did not fall ({first:.3f} -> {last:.3f})")
         return res
 
     phase("train", train_run, ["build_rein"])
@@ -718,7 +723,8 @@ def _run(s: Settings) -> dict[str, Any]:
         path = tmp / "ddp.json"
         path.unlink(missing_ok=True)
         return _run_child(_torchrun(["reinlite.gpu_check", "--worker", "ddp", "--out", str(path),
-                                     "--ddp-steps", str(s.ddp_steps), *common]), cap, path, "the DDP run", child_threads)
+                                     "--ddp-steps", str(s.ddp_steps), *common]),
+                          cap, path, "the DDP run", child_threads)
 
     phase("ddp", ddp)
 
@@ -801,7 +807,8 @@ def summarise(report: dict, step: dict) -> None:
     report["ratios"] = dict(measured=ratios, paper=dict(time=PAPER["time_ratio"], memory=PAPER["memory_ratio"]))
     states = report["phases"].values()
     report["status"] = ("failed" if any(p["status"] == "failed" for p in states) else
-                        "partial" if any(p["status"] == "skipped" and not p.get("by_choice") for p in states)
+                        "partial" if any((p["status"] == "skipped" and not p.get("by_choice")) or p.get("truncated")
+                                         for p in states)
                         else "ok")
 
 
@@ -865,10 +872,13 @@ def _phase_summary(name: str, r: dict, p: dict) -> str:
     if name == "profile":
         return (f"deformable attention: grid_sample fwd+bwd {_fmt(_pct(r['msdeform_sampling_share']), 1)} % and "
                 f"the module's forward {_fmt(_pct(r['msdeform_forward_share']), 1)} % of {r['timer']} time "
-                f"({_fmt(_pct(r['msdeform_sampling_of_step']), 1)} % / {_fmt(_pct(r['msdeform_forward_of_step']), 1)} "
+                f"({_fmt(_pct(r['msdeform_sampling_of_step']), 1)} % / "
+                f"{_fmt(_pct(r['msdeform_forward_of_step']), 1)} "
                 f"% of the step's wall time); loss point sampling {_fmt(_pct(r['loss_point_sampling_share']), 1)} %")
     if name == "train":
-        return (f"{r['steps']} steps bf16: loss {r['first_mean']:.3f} -> {r['last_mean']:.3f} (means of "
+        cut = " (stopped at its budget)" if r.get("truncated") else ""
+        return (f"{r['steps']} of {r['requested']} steps bf16{cut}: "
+                f"loss {r['first_mean']:.3f} -> {r['last_mean']:.3f} (means of the first / last "
                 f"{r['window']}), finite: {r['finite']}, falls: {r['falls']}")
     if name == "slide":
         parts = [f"{k}: {v['images_per_s']} images/s ({v['windows']} windows of {v['size'][1]} x {v['size'][0]})"

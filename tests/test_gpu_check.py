@@ -140,3 +140,16 @@ def test_a_child_over_its_budget_is_ended_with_its_own_children(tmp_path):
         time.sleep(0.1)
     else:
         raise AssertionError(f"grandchild {pid} still alive")
+
+
+def test_a_phase_cut_short_makes_the_run_partial():
+    report = dict(phases=dict(train=dict(status="ok", truncated=True), compile=dict(
+        status="skipped", by_choice=True)))
+    gpu_check.summarise(report, dict(rein={}, full={}))
+    assert report["status"] == "partial"
+    report["phases"]["train"] = dict(status="ok")
+    gpu_check.summarise(report, dict(rein={}, full={}))
+    assert report["status"] == "ok"
+    report["phases"]["slide"] = dict(status="failed", error="boom")
+    gpu_check.summarise(report, dict(rein={}, full={}))
+    assert report["status"] == "failed"
