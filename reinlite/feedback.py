@@ -26,6 +26,7 @@ The hints name the equations of the paper (Wei et al., CVPR 2024, arXiv 2312.042
 """
 from __future__ import annotations
 
+import textwrap
 from typing import Any, Callable, NamedTuple, Optional, Sequence
 
 import torch
@@ -75,12 +76,23 @@ HINTS: dict[str, Hint] = {
         "runs over the m tokens, not over the patches.",
         "scores = features @ tokens.T (shape [B, n, m]), divide by math.sqrt(c) with c = "
         "features.shape[-1], then torch.softmax(scores, dim=-1)."),
+    "token_coverage": Hint(
+        "Give every patch to the token it attends to most (its largest entry of S), then count, "
+        "per token, the share of all patches it received: one number per token, summing to 1.",
+        "winner = S.argmax(-1); counts = torch.bincount(winner.flatten(), minlength=m); "
+        "return counts.float() / winner.numel()  (shape [m])."),
     "drop_first_column": Hint(
         "Token 0 takes part in the softmax's normaliser, so it can absorb a patch's attention; "
         "only afterwards is its column removed, and the remaining columns are not renormalised: "
         "mass put on token 0 simply produces no update.",
         "Slice the last axis after the softmax, keeping columns 1..m-1 (an ellipsis handles any "
         "number of leading axes); do not divide by the new row sums."),
+    "update_strength": Hint(
+        "After token 0's column is dropped, a patch's remaining similarities no longer sum to 1: "
+        "what is left of its unit of attention is the strength of its update, and the part it "
+        "gave to token 0 is exactly what is missing.",
+        "Sum the kept columns over the token axis (S[..., 1:].sum(-1)), or equivalently "
+        "1 - S[..., 0]; the result has S's shape without the last axis."),
     "feature_delta": Hint(
         "Eqs. 4-5: the tokens (except token 0) are mapped to feature space by the shared W_T, "
         "each patch takes its similarity-weighted mix of them, the patch's own feature f is added "
@@ -92,6 +104,10 @@ HINTS: dict[str, Hint] = {
         "s starts at 1e-3, so Rein starts close to the identity. (s exists only in the release's "
         "code, not in the paper's equations.)",
         "return features + scale * feature_delta(features, tokens, mlp_token2feat, mlp_delta_f)."),
+    "shared_mlp_parameters": Hint(
+        "A Linear(c, c) has a c x c weight matrix and a bias of c entries; Rein shares two of "
+        "them (W_T and W_f) across all layers, so the depth L does not enter.",
+        "2 * (c * c + c) with c = 1024."),
     "low_rank_tokens": Hint(
         "Eq. 8: instead of storing the m x c token matrix, store two thin factors whose product "
         "is m x c: an m x r matrix and an r x c matrix, with a small rank r.",
@@ -188,7 +204,10 @@ def hint(key: str, tier: int = 1) -> None:
     """Print hint ``key``: ``hint("token_similarity")`` the idea, ``hint("token_similarity", 2)``
     code-level guidance. Meant for a cell of its own, run by a student who asks for it."""
     label = "idea" if tier == 1 else "code-level guidance"
-    print(f"hint ({key}, tier {tier}: {label}):\n  " + hint_text(key, tier).replace("\n", "\n  "))
+    body = "\n".join(textwrap.fill(part, width=100, initial_indent="  ", subsequent_indent="  ",
+                                   break_long_words=False, break_on_hyphens=False)
+                     for part in hint_text(key, tier).split("\n"))
+    print(f"hint ({key}, tier {tier}: {label}):\n{body}")
 
 
 def _hint(hint: Optional[str]) -> str:
@@ -197,7 +216,8 @@ def _hint(hint: Optional[str]) -> str:
         return ""
     if hint not in HINTS:
         return f"\n  hint: {hint}"
-    text = f"\n  hint: {HINTS[hint].idea}"
+    text = "\n" + textwrap.fill(HINTS[hint].idea, width=100, initial_indent="  hint: ",
+                                subsequent_indent="        ")
     if HINTS[hint].code:
         text += f"\n  (still stuck? run hint({hint!r}, 2) for code-level guidance)"
     return text
