@@ -33,7 +33,7 @@ import torch
 from torch import Tensor
 
 __all__ = ["CheckFailed", "Hint", "HINTS", "hint", "register_hint", "hint_text", "try_check",
-           "check_shape", "check_close", "check_equal", "check_function"]
+           "check_shape", "check_close", "check_equal", "check_function", "check_cases"]
 
 
 class Hint(NamedTuple):
@@ -303,6 +303,17 @@ def check_equal(actual: Any, expected: Any, name: str = "answer", hint: Optional
     return True
 
 
+def _call(student: Callable, args: tuple, name: str, hint: Optional[str]) -> Any:
+    """``student(*args)``; its errors (``NotImplementedError`` included) become CheckFailed."""
+    try:
+        return student(*args)
+    except NotImplementedError:
+        raise CheckFailed(f"{name}: not implemented yet" + _hint(hint)) from None
+    except Exception as err:
+        shapes = ", ".join(str(tuple(a.shape)) if isinstance(a, Tensor) else type(a).__name__ for a in args)
+        raise CheckFailed(f"{name} raised {type(err).__name__}: {err} (inputs {shapes})" + _hint(hint)) from err
+
+
 def check_function(student: Callable, reference: Callable, example_args: Sequence[tuple],
                    name: Optional[str] = None, hint: Optional[str] = None, **tolerances) -> bool:
     """Call ``student`` and ``reference`` on each tuple of arguments and compare the outputs.
@@ -313,12 +324,23 @@ def check_function(student: Callable, reference: Callable, example_args: Sequenc
     """
     name = name or getattr(student, "__name__", "function")
     for number, args in enumerate(example_args):
-        try:
-            got = student(*args)
-        except NotImplementedError:
-            raise CheckFailed(f"{name}: not implemented yet" + _hint(hint)) from None
-        except Exception as err:
-            shapes = ", ".join(str(tuple(a.shape)) if isinstance(a, Tensor) else type(a).__name__ for a in args)
-            raise CheckFailed(f"{name} raised {type(err).__name__}: {err} (inputs {shapes})" + _hint(hint)) from err
+        got = _call(student, args, name, hint)
         check_close(got, reference(*args), name=f"{name} (example {number + 1})", hint=hint, **tolerances)
+    return True
+
+
+def check_cases(student: Callable, cases: Sequence[tuple[tuple, Any]], name: Optional[str] = None,
+                hint: Optional[str] = None, **tolerances) -> bool:
+    """Call ``student(*args)`` for each ``(args, expected)`` and compare with the known answer.
+
+    For exercises whose reference would be the solution itself if written out in the
+    notebook: the expected values are numbers worked out by hand (or printed by the
+    library), so the check cell shows no code that answers the exercise. Errors of the
+    student's function, ``NotImplementedError`` included, become :class:`CheckFailed`.
+    """
+    name = name or getattr(student, "__name__", "function")
+    for number, (args, expected) in enumerate(cases):
+        got = _call(student, args, name, hint)
+        check_close(got, torch.as_tensor(expected, dtype=torch.float64), name=f"{name} (case {number + 1})",
+                    hint=hint, **tolerances)
     return True

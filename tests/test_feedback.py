@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from reinlite import feedback
-from reinlite.feedback import (HINTS, CheckFailed, check_close, check_equal, check_function, check_shape,
+from reinlite.feedback import (HINTS, CheckFailed, check_cases, check_close, check_equal, check_function, check_shape,
                                hint, register_hint, try_check)
 from reinlite.rein import token_similarity
 
@@ -119,3 +119,21 @@ def test_try_check_prints_not_yet_and_the_idea(capsys):
     assert out.startswith("not yet: _unfinished: not implemented yet\n  hint: Eq. 3") and "\u2713 done" in out
     assert max(len(line) for line in out.splitlines()) <= 100          # wrapped for reading
     assert HINTS["token_similarity"].code not in out
+
+
+def test_cases_compare_with_known_answers_and_explain_unfinished_work():
+    def coverage(S):
+        top = S.argmax(-1)
+        return torch.bincount(top.flatten(), minlength=S.shape[-1]).double() / top.numel()
+
+    S = torch.tensor([[0.7, 0.2, 0.1], [0.6, 0.3, 0.1], [0.1, 0.8, 0.1], [0.2, 0.2, 0.6]])
+    cases = [((S,), [0.5, 0.25, 0.25]), ((S[2:],), [0.0, 0.5, 0.5])]
+    assert check_cases(coverage, cases)
+    with pytest.raises(CheckFailed, match=r"uniform \(case 1\): 3 of 3 values differ"):
+        check_cases(lambda S: torch.full((3,), 1 / 3), cases, name="uniform")
+    with pytest.raises(CheckFailed, match="not implemented yet"):
+        check_cases(_unfinished_one, cases)
+
+
+def _unfinished_one(S):
+    raise NotImplementedError
