@@ -113,13 +113,15 @@ HINTS: dict[str, Hint] = {
         "is m x c: an m x r matrix and an r x c matrix, with a small rank r.",
         "tokens = A @ B with A [m, r] and B [r, c]; the product has shape [m, c]."),
     "break_even_rank": Hint(
-        "Low rank costs m r + r c numbers per layer, full rank m c: set the two equal and solve "
-        "for r.",
+        "Per layer, low-rank tokens store the entries of two thin factors (m x r and r x c), "
+        "full-rank tokens those of one m x c matrix. The break-even rank is the r at which the two "
+        "counts are equal.",
         "r = m c / (m + c)."),
     "rein_parameters": Hint(
-        "Count each piece once: the tokens of every layer (full rank L m c, or low rank L(m r + "
-        "r c)), the scalar s, the two shared Linear(c, c) with their biases (W_T, W_f), "
-        "transform = Linear(c, Q) and merge = Linear(3Q, Q), each with a bias.",
+        "Every trainable tensor counts once: the tokens of each of the L layers (in low rank, how "
+        "many numbers do the two factors hold?), the scale s, the two MLPs shared by all layers, "
+        "and the two query layers (transform to Q channels, merge from 3Q). A Linear(in, out) "
+        "holds a weight matrix and a bias.",
         "tokens + 1 + 2 * (c * c + c) + (c * Q + Q) + (3 * Q * Q + Q)."),
     "pool_layers": Hint(
         "Eq. 6-7: the queries summarise the L layers' transformed tokens by three statistics over "
@@ -238,21 +240,22 @@ def try_check(check: Callable[[], Any], success: str = "correct!") -> bool:
     return True
 
 
-def _as_tensor(value: Any, name: str) -> Tensor:
+def _as_tensor(value: Any, name: str, hint: Optional[str] = None) -> Tensor:
     if isinstance(value, Tensor):
         return value
     if value is None or value is ...:
-        raise CheckFailed(f"{name}: no answer yet (got {value!r}); fill in the code above and run it again.")
+        raise CheckFailed(f"{name}: no answer yet (got {value!r}); fill in the code above and run it again."
+                          + _hint(hint))
     try:
         return torch.as_tensor(value)
     except Exception as err:
-        raise CheckFailed(f"{name}: expected a tensor, got {type(value).__name__}") from err
+        raise CheckFailed(f"{name}: expected a tensor, got {type(value).__name__}" + _hint(hint)) from err
 
 
 def check_shape(actual: Any, expected_shape: Sequence[int], name: str = "answer",
                 hint: Optional[str] = None) -> bool:
     """The answer is a tensor of exactly ``expected_shape``."""
-    tensor = _as_tensor(actual, name)
+    tensor = _as_tensor(actual, name, hint)
     if tuple(tensor.shape) != tuple(expected_shape):
         raise CheckFailed(
             f"{name}: expected shape {tuple(expected_shape)}, got {tuple(tensor.shape)}" + _hint(hint))
@@ -262,7 +265,7 @@ def check_shape(actual: Any, expected_shape: Sequence[int], name: str = "answer"
 def check_close(actual: Any, expected: Tensor, name: str = "answer", hint: Optional[str] = None,
                 rtol: float = 1e-4, atol: float = 1e-5) -> bool:
     """Same shape and values within tolerance; on failure report the largest difference."""
-    tensor = _as_tensor(actual, name)
+    tensor = _as_tensor(actual, name, hint)
     expected = torch.as_tensor(expected)
     check_shape(tensor, expected.shape, name, hint)
     if not torch.is_floating_point(tensor) and torch.is_floating_point(expected):
@@ -341,6 +344,6 @@ def check_cases(student: Callable, cases: Sequence[tuple[tuple, Any]], name: Opt
     name = name or getattr(student, "__name__", "function")
     for number, (args, expected) in enumerate(cases):
         got = _call(student, args, name, hint)
-        check_close(got, torch.as_tensor(expected, dtype=torch.float64), name=f"{name} (case {number + 1})",
-                    hint=hint, **tolerances)
+        label = f"{name} (case {number + 1})" if len(cases) > 1 else name
+        check_close(got, torch.as_tensor(expected, dtype=torch.float64), name=label, hint=hint, **tolerances)
     return True

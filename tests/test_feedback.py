@@ -25,6 +25,8 @@ def test_close_reports_the_largest_difference_and_where():
 def test_missing_answer_and_nan_are_explained():
     with pytest.raises(CheckFailed, match="no answer yet"):
         check_close(None, torch.zeros(2))
+    with pytest.raises(CheckFailed, match=r"(?s)no answer yet \(got Ellipsis\).*hint: Eq. 8"):
+        check_close(..., torch.zeros(2), hint="low_rank_tokens")
     with pytest.raises(CheckFailed, match="NaN or inf"):
         check_close(torch.tensor([float("nan"), 0.0]), torch.zeros(2))
 
