@@ -139,3 +139,22 @@ def test_cases_compare_with_known_answers_and_explain_unfinished_work():
 
 def _unfinished_one(S):
     raise NotImplementedError
+
+
+def test_notebooks_00_to_05_use_known_hint_keys_and_never_print_tier_two():
+    import re
+    from pathlib import Path
+
+    import nbformat
+
+    for path in sorted((Path(__file__).parents[1] / "notebooks").glob("0[0-5]_*.ipynb")):
+        nb = nbformat.read(path, as_version=4)
+        code = "\n".join(c.source for c in nb.cells if c.cell_type == "code")
+        for key in re.findall(r'hint="([^"]+)"', code):
+            assert key in HINTS, f"{path.name}: hint={key!r} is not a key of feedback.HINTS"
+        assert not re.search(r"^\s*hint\(\s*['\"]\w+['\"]\s*,\s*2\s*\)", code, re.M), \
+            f"{path.name}: a cell asks for tier 2 itself (Run All would print code-level hints)"
+        for cell in nb.cells:
+            if cell.cell_type == "code" and "solution" not in cell.metadata.get("tags", []):
+                assert not re.search(r"^def my_\w+\(.*\):\n(?:.*\n)*?\s+return ", cell.source, re.M) or \
+                    "NotImplementedError" in cell.source, f"{path.name}: an exercise stub holds an answer"
