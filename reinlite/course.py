@@ -5,7 +5,7 @@
 - "Load if present, else make it": :func:`course_backbone` loads the shipped course ViT (a
   random ViT of the same shape, clearly announced, while its weights are missing),
   :func:`benchmark_images` renders scenes of the embedded benchmark's domains.
-- :func:`try_check` runs a :mod:`reinlite.checks` check and prints its verdict instead of
+- :func:`try_check` runs a :mod:`reinlite.feedback` check and prints its verdict instead of
   raising, so an exercise that is not done yet shows the helpful message and the notebook
   still runs top to bottom.
 """
@@ -272,12 +272,12 @@ def trained_model(name: str = "course", train_steps: Optional[int] = None, verbo
 
 
 def try_check(check: Callable[[], Any], success: str = "correct!") -> bool:
-    """Run a check from :mod:`reinlite.checks`; print its verdict instead of raising.
+    """Run a check from :mod:`reinlite.feedback`; print its verdict instead of raising.
 
     Returns True when the answer passes. An unfinished exercise prints the checker's
     message (expected vs actual shape, max difference, a hint naming the equation).
     """
-    from .checks import CheckFailed
+    from .feedback import CheckFailed
 
     try:
         check()

@@ -145,7 +145,7 @@ def test_try_check_prints_the_verdict(capsys):
     import torch
 
     from reinlite import course
-    from reinlite.checks import check_close
+    from reinlite.feedback import check_close
 
     assert course.try_check(lambda: check_close(torch.ones(2), torch.ones(2))) is True
     assert course.try_check(lambda: check_close(torch.ones(3), torch.ones(2), name="S")) is False
