@@ -6,7 +6,7 @@
     reinlite eval ... ; reinlite predict IMAGE ... --checkpoint CKPT
     reinlite costs (alias: bench)                   what each method costs, side by side
     reinlite gpu-check --out DIR [--tiny]           the GPU path measured (Table 8), one call
-    reinlite probe | pretrain | pretrain-mae | domain-shift ...   experiments (reinlite.experiments)
+    reinlite sweep | probe | pretrain | pretrain-mae | domain-shift ...   experiments (reinlite.experiments)
 
 Each subcommand's ``add_*`` function defines its arguments and sets ``func``, which calls
 into the module that owns the work.
@@ -258,8 +258,29 @@ def run_domain_shift(args) -> int:
     return 0
 
 
+def add_sweep(sub) -> None:
+    from .experiments.sweep import add_arguments
+
+    p = sub.add_parser("sweep", help="Rein vs the baselines and its ablations at one budget, over seeds "
+                                     "and backbones (learning curves with --eval-at)")
+    add_arguments(p)
+    p.set_defaults(func=run_sweep)
+
+
+def run_sweep(args) -> int:
+    from .experiments import command_of
+    from .experiments.sweep import add_arguments, run, summarise
+
+    overrides = list(args.overrides or []) + list(getattr(args, "extra_overrides", None) or [])
+    command = " ".join([command_of("reinlite sweep", args, add_arguments), *overrides])
+    data = run(args, command)
+    if data.get("runs"):
+        print(summarise(data["runs"], data.get("config", {})))
+    return 0
+
+
 SUBCOMMANDS = [add_info, add_demo, add_train, add_eval, add_predict, add_ship_run, add_data, add_costs,
-               add_gpu_check, add_probe, add_pretrain, add_pretrain_mae, add_domain_shift]
+               add_gpu_check, add_probe, add_pretrain, add_pretrain_mae, add_domain_shift, add_sweep]
 
 
 def build_parser() -> argparse.ArgumentParser:

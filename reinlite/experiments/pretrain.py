@@ -330,7 +330,7 @@ def export(ckpt_path: Path, dest: Path):
 
 
 # ----------------------------------------------------------------------------- main
-class PretrainError(RuntimeError):
+class PretrainError(ValueError):
     """A run folder that cannot be resumed with the arguments given."""
 
 

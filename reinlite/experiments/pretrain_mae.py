@@ -56,7 +56,7 @@ MAE_STREAM = 0x4D4145  # "MAE": second word of this corpus' seed sequences
 CKPT = "ckpt.pt"
 
 
-class PretrainError(RuntimeError):
+class PretrainError(ValueError):
     """A run folder or a set of arguments that cannot be used as asked."""
 
 
