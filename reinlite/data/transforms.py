@@ -208,3 +208,109 @@ def eval_transforms(size=None, resize_mask=False):
     and compares with the labels at full resolution."""
     ts = [] if size is None else [Resize(size, resize_mask=resize_mask)]
     return Compose(ts + [ToTensorNormalize()])
+
+
+# TEMPORARY (lead): the training pipeline moved from train.py; replaced by the one pipeline.
+import torch.nn.functional as F  # noqa: E402
+
+
+def normalize(images_uint8: torch.Tensor) -> torch.Tensor:
+    """uint8 [B, 3, H, W] (or [3, H, W]) -> float, ImageNet-normalised."""
+    x = images_uint8.float() / 255.0
+    mean = torch.tensor(IMAGENET_MEAN, device=x.device).view(-1, 1, 1)
+    std = torch.tensor(IMAGENET_STD, device=x.device).view(-1, 1, 1)
+    return (x - mean) / std
+
+
+def _to_chw_uint8_t(image) -> torch.Tensor:
+    t = torch.as_tensor(image)
+    if t.ndim == 3 and t.shape[-1] == 3 and t.shape[0] != 3:
+        t = t.permute(2, 0, 1)
+    return t.contiguous().to(torch.uint8)
+
+
+class TrainAugment:
+    """The release's training pipeline, scaled: random rescale, random crop (a crop whose
+    most frequent class covers more than ``cat_max_ratio`` is re-drawn, up to 10 times),
+    horizontal flip and photometric distortion. All randomness comes from ``generator``.
+
+    image uint8 [3, H, W], label long [H, W] -> (uint8 [3, h, w], long [h, w]), (h, w) = crop.
+    """
+
+    def __init__(self, crop_size, scale_range=(0.5, 2.0), cat_max_ratio=0.75, flip=True,
+                 photometric=True, resize=None, ignore_index=255):
+        self.crop = tuple(int(c) for c in crop_size)
+        self.scale_range = tuple(scale_range) if scale_range else (1.0, 1.0)
+        self.cat_max_ratio, self.flip, self.photometric = cat_max_ratio, flip, photometric
+        self.resize = resize if isinstance(resize, int) or not resize else tuple(resize)
+        self.ignore_index = ignore_index
+
+    def __call__(self, image, label, g: torch.Generator):
+        image = _to_chw_uint8_t(image)
+        label = torch.as_tensor(label).long()
+        h, w = image.shape[-2:]
+        if isinstance(self.resize, int):  # short side -> resize
+            f = self.resize / min(h, w)
+            h, w = round(h * f), round(w * f)
+        elif self.resize:
+            h, w = self.resize
+        lo, hi = self.scale_range
+        s = lo + (hi - lo) * torch.rand((), generator=g).item()
+        nh, nw = max(1, round(h * s)), max(1, round(w * s))
+        img = F.interpolate(image[None].float(), size=(nh, nw), mode="bilinear", align_corners=False)[0]
+        lab = F.interpolate(label[None, None].float(), size=(nh, nw), mode="nearest")[0, 0].long()
+        ch, cw = self.crop
+        if nh < ch or nw < cw:  # pad: image with 0, label with ignore
+            ph, pw = max(ch - nh, 0), max(cw - nw, 0)
+            img = F.pad(img, (0, pw, 0, ph), value=0.0)
+            lab = F.pad(lab, (0, pw, 0, ph), value=self.ignore_index)
+            nh, nw = img.shape[-2:]
+        for _ in range(10):
+            y0 = int(torch.randint(0, nh - ch + 1, (), generator=g))
+            x0 = int(torch.randint(0, nw - cw + 1, (), generator=g))
+            crop_lab = lab[y0:y0 + ch, x0:x0 + cw]
+            if self.cat_max_ratio >= 1.0:
+                break
+            vals, counts = torch.unique(crop_lab[crop_lab != self.ignore_index], return_counts=True)
+            if len(counts) > 1 and counts.max().item() / counts.sum().item() < self.cat_max_ratio:
+                break
+        img = img[:, y0:y0 + ch, x0:x0 + cw]
+        lab = crop_lab
+        if self.flip and torch.rand((), generator=g).item() < 0.5:
+            img, lab = img.flip(-1), lab.flip(-1)
+        if self.photometric:
+            img = photometric_distortion(img, g)
+        img = img.round().clamp(0, 255).to(torch.uint8)
+        return normalize(img), lab.contiguous()
+
+    @classmethod
+    def from_config(cls, d) -> "TrainAugment":
+        """From ``cfg.data`` (TEMPORARY: the old pipeline, until the one pipeline lands)."""
+        return cls(d.crop_size, d.scale_range, d.cat_max_ratio, d.flip, d.photometric, d.train_resize)
+
+
+def photometric_distortion(img: torch.Tensor, g: torch.Generator) -> torch.Tensor:
+    """mmseg-style photometric distortion on float [3, H, W] in 0..255: each of brightness
+    (+-32), contrast (x 0.5..1.5), saturation (x 0.5..1.5) and hue (+-18 degrees) applied
+    with probability 1/2."""
+    import torchvision.transforms.v2.functional as TF
+
+    def coin():
+        return torch.rand((), generator=g).item() < 0.5
+
+    def uni(a, b):
+        return a + (b - a) * torch.rand((), generator=g).item()
+
+    img = img.clamp(0, 255)
+    if coin():
+        img = (img + uni(-32, 32)).clamp(0, 255)
+    if coin():
+        img = (img * uni(0.5, 1.5)).clamp(0, 255)
+    x = img / 255.0
+    if coin():
+        x = TF.adjust_saturation(x, uni(0.5, 1.5))
+    if coin():
+        x = TF.adjust_hue(x, uni(-18, 18) / 360.0)
+    return x.clamp(0, 1) * 255.0
+
+
