@@ -5,6 +5,7 @@
     reinlite train --config NAME_OR_PATH [key=value ...]
     reinlite eval ... ; reinlite predict IMAGE ... --checkpoint CKPT
     reinlite costs (alias: bench)                   what each method costs, side by side
+    reinlite gpu-check --out DIR [--tiny]           the GPU path measured (Table 8), one call
 
 Each subcommand's ``add_*`` function defines its arguments and sets ``func``, which calls
 into the module that owns the work.
@@ -173,7 +174,25 @@ def run_costs(args) -> int:
     return run(args)
 
 
-SUBCOMMANDS = [add_info, add_demo, add_train, add_eval, add_predict, add_ship_run, add_data, add_costs]
+# ----------------------------------------------------------------------------- gpu-check (gpu)
+def add_gpu_check(sub) -> None:
+    from .gpu_check import add_arguments
+
+    p = sub.add_parser("gpu-check", help="the GPU path in one call (<= 8 min): Rein vs full fine-tuning "
+                                         "time and memory against the paper's Table 8, bf16, compile, "
+                                         "slide inference, NCCL; --tiny: seconds on the CPU")
+    add_arguments(p)
+    p.set_defaults(func=run_gpu_check)
+
+
+def run_gpu_check(args) -> int:
+    from .gpu_check import run_cli
+
+    return run_cli(args)
+
+
+SUBCOMMANDS = [add_info, add_demo, add_train, add_eval, add_predict, add_ship_run, add_data, add_costs,
+               add_gpu_check]
 
 
 def build_parser() -> argparse.ArgumentParser:

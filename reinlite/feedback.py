@@ -26,13 +26,14 @@ The hints name the equations of the paper (Wei et al., CVPR 2024, arXiv 2312.042
 """
 from __future__ import annotations
 
+import textwrap
 from typing import Any, Callable, NamedTuple, Optional, Sequence
 
 import torch
 from torch import Tensor
 
 __all__ = ["CheckFailed", "Hint", "HINTS", "hint", "register_hint", "hint_text", "try_check",
-           "check_shape", "check_close", "check_equal", "check_function"]
+           "check_shape", "check_close", "check_equal", "check_function", "check_cases"]
 
 
 class Hint(NamedTuple):
@@ -75,12 +76,23 @@ HINTS: dict[str, Hint] = {
         "runs over the m tokens, not over the patches.",
         "scores = features @ tokens.T (shape [B, n, m]), divide by math.sqrt(c) with c = "
         "features.shape[-1], then torch.softmax(scores, dim=-1)."),
+    "token_coverage": Hint(
+        "Give every patch to the token it attends to most (its largest entry of S), then count, "
+        "per token, the share of all patches it received: one number per token, summing to 1.",
+        "winner = S.argmax(-1); counts = torch.bincount(winner.flatten(), minlength=m); "
+        "return counts.float() / winner.numel()  (shape [m])."),
     "drop_first_column": Hint(
         "Token 0 takes part in the softmax's normaliser, so it can absorb a patch's attention; "
         "only afterwards is its column removed, and the remaining columns are not renormalised: "
         "mass put on token 0 simply produces no update.",
         "Slice the last axis after the softmax, keeping columns 1..m-1 (an ellipsis handles any "
         "number of leading axes); do not divide by the new row sums."),
+    "update_strength": Hint(
+        "After token 0's column is dropped, a patch's remaining similarities no longer sum to 1: "
+        "what is left of its unit of attention is the strength of its update, and the part it "
+        "gave to token 0 is exactly what is missing.",
+        "Sum the kept columns over the token axis (S[..., 1:].sum(-1)), or equivalently "
+        "1 - S[..., 0]; the result has S's shape without the last axis."),
     "feature_delta": Hint(
         "Eqs. 4-5: the tokens (except token 0) are mapped to feature space by the shared W_T, "
         "each patch takes its similarity-weighted mix of them, the patch's own feature f is added "
@@ -92,18 +104,24 @@ HINTS: dict[str, Hint] = {
         "s starts at 1e-3, so Rein starts close to the identity. (s exists only in the release's "
         "code, not in the paper's equations.)",
         "return features + scale * feature_delta(features, tokens, mlp_token2feat, mlp_delta_f)."),
+    "shared_mlp_parameters": Hint(
+        "A Linear(c, c) has a c x c weight matrix and a bias of c entries; Rein shares two of "
+        "them (W_T and W_f) across all layers, so the depth L does not enter.",
+        "2 * (c * c + c) with c = 1024."),
     "low_rank_tokens": Hint(
         "Eq. 8: instead of storing the m x c token matrix, store two thin factors whose product "
         "is m x c: an m x r matrix and an r x c matrix, with a small rank r.",
         "tokens = A @ B with A [m, r] and B [r, c]; the product has shape [m, c]."),
     "break_even_rank": Hint(
-        "Low rank costs m r + r c numbers per layer, full rank m c: set the two equal and solve "
-        "for r.",
+        "Per layer, low-rank tokens store the entries of two thin factors (m x r and r x c), "
+        "full-rank tokens those of one m x c matrix. The break-even rank is the r at which the two "
+        "counts are equal.",
         "r = m c / (m + c)."),
     "rein_parameters": Hint(
-        "Count each piece once: the tokens of every layer (full rank L m c, or low rank L(m r + "
-        "r c)), the scalar s, the two shared Linear(c, c) with their biases (W_T, W_f), "
-        "transform = Linear(c, Q) and merge = Linear(3Q, Q), each with a bias.",
+        "Every trainable tensor counts once: the tokens of each of the L layers (in low rank, how "
+        "many numbers do the two factors hold?), the scale s, the two MLPs shared by all layers, "
+        "and the two query layers (transform to Q channels, merge from 3Q). A Linear(in, out) "
+        "holds a weight matrix and a bias.",
         "tokens + 1 + 2 * (c * c + c) + (c * Q + Q) + (3 * Q * Q + Q)."),
     "pool_layers": Hint(
         "Eq. 6-7: the queries summarise the L layers' transformed tokens by three statistics over "
@@ -188,7 +206,10 @@ def hint(key: str, tier: int = 1) -> None:
     """Print hint ``key``: ``hint("token_similarity")`` the idea, ``hint("token_similarity", 2)``
     code-level guidance. Meant for a cell of its own, run by a student who asks for it."""
     label = "idea" if tier == 1 else "code-level guidance"
-    print(f"hint ({key}, tier {tier}: {label}):\n  " + hint_text(key, tier).replace("\n", "\n  "))
+    body = "\n".join(textwrap.fill(part, width=100, initial_indent="  ", subsequent_indent="  ",
+                                   break_long_words=False, break_on_hyphens=False)
+                     for part in hint_text(key, tier).split("\n"))
+    print(f"hint ({key}, tier {tier}: {label}):\n{body}")
 
 
 def _hint(hint: Optional[str]) -> str:
@@ -197,7 +218,8 @@ def _hint(hint: Optional[str]) -> str:
         return ""
     if hint not in HINTS:
         return f"\n  hint: {hint}"
-    text = f"\n  hint: {HINTS[hint].idea}"
+    text = "\n" + textwrap.fill(HINTS[hint].idea, width=100, initial_indent="  hint: ",
+                                subsequent_indent="        ")
     if HINTS[hint].code:
         text += f"\n  (still stuck? run hint({hint!r}, 2) for code-level guidance)"
     return text
@@ -218,21 +240,22 @@ def try_check(check: Callable[[], Any], success: str = "correct!") -> bool:
     return True
 
 
-def _as_tensor(value: Any, name: str) -> Tensor:
+def _as_tensor(value: Any, name: str, hint: Optional[str] = None) -> Tensor:
     if isinstance(value, Tensor):
         return value
     if value is None or value is ...:
-        raise CheckFailed(f"{name}: no answer yet (got {value!r}); fill in the code above and run it again.")
+        raise CheckFailed(f"{name}: no answer yet (got {value!r}); fill in the code above and run it again."
+                          + _hint(hint))
     try:
         return torch.as_tensor(value)
     except Exception as err:
-        raise CheckFailed(f"{name}: expected a tensor, got {type(value).__name__}") from err
+        raise CheckFailed(f"{name}: expected a tensor, got {type(value).__name__}" + _hint(hint)) from err
 
 
 def check_shape(actual: Any, expected_shape: Sequence[int], name: str = "answer",
                 hint: Optional[str] = None) -> bool:
     """The answer is a tensor of exactly ``expected_shape``."""
-    tensor = _as_tensor(actual, name)
+    tensor = _as_tensor(actual, name, hint)
     if tuple(tensor.shape) != tuple(expected_shape):
         raise CheckFailed(
             f"{name}: expected shape {tuple(expected_shape)}, got {tuple(tensor.shape)}" + _hint(hint))
@@ -242,7 +265,7 @@ def check_shape(actual: Any, expected_shape: Sequence[int], name: str = "answer"
 def check_close(actual: Any, expected: Tensor, name: str = "answer", hint: Optional[str] = None,
                 rtol: float = 1e-4, atol: float = 1e-5) -> bool:
     """Same shape and values within tolerance; on failure report the largest difference."""
-    tensor = _as_tensor(actual, name)
+    tensor = _as_tensor(actual, name, hint)
     expected = torch.as_tensor(expected)
     check_shape(tensor, expected.shape, name, hint)
     if not torch.is_floating_point(tensor) and torch.is_floating_point(expected):
@@ -283,6 +306,17 @@ def check_equal(actual: Any, expected: Any, name: str = "answer", hint: Optional
     return True
 
 
+def _call(student: Callable, args: tuple, name: str, hint: Optional[str]) -> Any:
+    """``student(*args)``; its errors (``NotImplementedError`` included) become CheckFailed."""
+    try:
+        return student(*args)
+    except NotImplementedError:
+        raise CheckFailed(f"{name}: not implemented yet" + _hint(hint)) from None
+    except Exception as err:
+        shapes = ", ".join(str(tuple(a.shape)) if isinstance(a, Tensor) else type(a).__name__ for a in args)
+        raise CheckFailed(f"{name} raised {type(err).__name__}: {err} (inputs {shapes})" + _hint(hint)) from err
+
+
 def check_function(student: Callable, reference: Callable, example_args: Sequence[tuple],
                    name: Optional[str] = None, hint: Optional[str] = None, **tolerances) -> bool:
     """Call ``student`` and ``reference`` on each tuple of arguments and compare the outputs.
@@ -293,12 +327,23 @@ def check_function(student: Callable, reference: Callable, example_args: Sequenc
     """
     name = name or getattr(student, "__name__", "function")
     for number, args in enumerate(example_args):
-        try:
-            got = student(*args)
-        except NotImplementedError:
-            raise CheckFailed(f"{name}: not implemented yet" + _hint(hint)) from None
-        except Exception as err:
-            shapes = ", ".join(str(tuple(a.shape)) if isinstance(a, Tensor) else type(a).__name__ for a in args)
-            raise CheckFailed(f"{name} raised {type(err).__name__}: {err} (inputs {shapes})" + _hint(hint)) from err
+        got = _call(student, args, name, hint)
         check_close(got, reference(*args), name=f"{name} (example {number + 1})", hint=hint, **tolerances)
+    return True
+
+
+def check_cases(student: Callable, cases: Sequence[tuple[tuple, Any]], name: Optional[str] = None,
+                hint: Optional[str] = None, **tolerances) -> bool:
+    """Call ``student(*args)`` for each ``(args, expected)`` and compare with the known answer.
+
+    For exercises whose reference would be the solution itself if written out in the
+    notebook: the expected values are numbers worked out by hand (or printed by the
+    library), so the check cell shows no code that answers the exercise. Errors of the
+    student's function, ``NotImplementedError`` included, become :class:`CheckFailed`.
+    """
+    name = name or getattr(student, "__name__", "function")
+    for number, (args, expected) in enumerate(cases):
+        got = _call(student, args, name, hint)
+        label = f"{name} (case {number + 1})" if len(cases) > 1 else name
+        check_close(got, torch.as_tensor(expected, dtype=torch.float64), name=label, hint=hint, **tolerances)
     return True
