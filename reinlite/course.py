@@ -182,6 +182,13 @@ def patch_token(features: Tensor, patches, logit: float = 20.0) -> Tensor:
 REPO = Path(__file__).resolve().parents[1]
 
 
+def shown_path(path: str | os.PathLike) -> str:
+    """``path`` relative to the repository when it is inside it (what notebooks print, so
+    stored outputs hold no machine paths), else its name."""
+    p = Path(path).resolve()
+    return str(p.relative_to(REPO)) if p.is_relative_to(REPO) else p.name
+
+
 def shipped_run(name: str = "course") -> Optional[Path]:
     """The trained run shipped with the package (``reinlite/weights/NAME_run.safetensors``,
     made by ``reinlite ship-run``), or None."""
@@ -266,8 +273,7 @@ def trained_model(name: str = "course", train_steps: Optional[int] = None, verbo
         return None
     model, cfg = load_model(path)
     if verbose:
-        where = path.relative_to(REPO) if path.is_relative_to(REPO) else path.name
-        print(f"loaded the trained '{name}' run ({cfg.optim.iters} steps) from {where}")
+        print(f"loaded the trained '{name}' run ({cfg.optim.iters} steps) from {shown_path(path)}")
     return model, cfg
 
 
@@ -327,12 +333,12 @@ def benchmark_root(root=None, seed: int = 0, verbose: bool = True) -> "Path":
     if manifest.is_file():
         m = json.loads(manifest.read_text())
         if verbose:
-            print(f"benchmark: {root} (present: {m['source']} source, {m['target']} per target, "
+            print(f"benchmark: {shown_path(root)} (present: {m['source']} source, {m['target']} per target, "
                   f"seed {m['seed']})")
         return root
     tmp = root.with_name(f"{root.name}.tmp{os.getpid()}")
     if verbose:
-        print(f"benchmark: writing {sizes['source']} source + {sizes['target']} per target to {root} ...")
+        print(f"benchmark: writing {sizes['source']} source + {sizes['target']} per target to {shown_path(root)} ...")
     root.parent.mkdir(parents=True, exist_ok=True)
     write_benchmark(tmp, seed=seed, workers=pick(2, 1), progress=False, **sizes)
     try:

@@ -120,8 +120,11 @@ def test_a_child_over_its_budget_is_ended_with_its_own_children(tmp_path):
     code = ("import subprocess, sys, time; "
             "p = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)']); "
             f"open({str(pid_file)!r}, 'w').write(str(p.pid)); time.sleep(60)")
-    res = gpu_check._run_child([sys.executable, "-c", code], 10, tmp_path / "none.json", "the sleeper")
-    assert res["status"] == "skipped" and "did not finish within its 10 s budget" in res["reason"]
+    for cap in (3, 10):  # 3 s is plenty for the child to start its grandchild; 10 on a slow machine
+        res = gpu_check.run_child([sys.executable, "-c", code], cap, tmp_path / "none.json", "the sleeper")
+        if pid_file.is_file():
+            break
+    assert res["status"] == "skipped" and f"did not finish within its {cap} s budget" in res["reason"]
     pid = int(pid_file.read_text())
 
     def dead():
