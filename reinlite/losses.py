@@ -157,7 +157,8 @@ def point_match_cost(pred_logits: torch.Tensor, pred_points: torch.Tensor, label
     n_max = labels.shape[1]
     prob = torch.gather(pred_logits.float().softmax(-1), 2,
                         labels[:, None, :].expand(-1, m, -1))  # [N, m, n]
-    pos, neg = _bce_parts(pred_points)
+    log_sig = F.logsigmoid(pred_points)
+    neg = pred_points - log_sig  # BCE(x, 0); BCE(x, 1) = -log_sig, and (-a) @ t = -(a @ t) exactly
     s = pred_points.sigmoid()
     s2, not_tp = 2 * s, 1 - target_points
     ce = pred_points.new_zeros(n_img, m, n_max)
@@ -165,7 +166,7 @@ def point_match_cost(pred_logits: torch.Tensor, pred_points: torch.Tensor, label
     for i, n in enumerate(sizes):
         if n:
             t = target_points[i, :n]
-            ce[i, :, :n] = pos[i] @ t.T + neg[i] @ not_tp[i, :n].T
+            ce[i, :, :n] = -(log_sig[i] @ t.T) + neg[i] @ not_tp[i, :n].T
             num[i, :, :n] = s2[i] @ t.T
     ce = ce / pred_points.shape[-1]
     den = s.sum(-1)[:, :, None] + target_points.sum(-1)[:, None, :]
@@ -242,6 +243,28 @@ def _pad_targets(targets: Sequence[dict], device) -> tuple[torch.Tensor, torch.T
         if n:
             labels[b, :n] = t["labels"].to(device)
             masks[b, :n] = t["masks"].to(device).float()
+    return labels, masks, sizes
+
+
+def _label_map_targets(seg: torch.Tensor, num_classes: int, ignore_index: int = 255
+                       ) -> tuple[torch.Tensor, torch.Tensor, list[int]]:
+    """:func:`semantic_to_targets` for a whole batch at once, padded as :func:`_pad_targets`:
+    label maps [B, H, W] -> (labels [B, n_max] (each image's classes present, ascending,
+    then 0), masks [B, n_max, H, W] float, sizes)."""
+    b = seg.shape[0]
+    valid = (seg >= 0) & (seg < num_classes) & (seg != ignore_index)
+    v = torch.where(valid, seg, num_classes).flatten(1).long()  # num_classes = "none"
+    counts = torch.zeros(b, num_classes + 1, dtype=torch.long, device=seg.device)
+    counts.scatter_add_(1, v, torch.ones_like(v))
+    present = counts[:, :num_classes] > 0  # [B, K]
+    sizes_t = present.sum(1)
+    sizes = sizes_t.tolist()
+    n_max = max(sizes + [1])
+    # present classes first, in ascending order (a stable sort of "absent")
+    labels = torch.sort((~present).to(torch.uint8), dim=1, stable=True).indices[:, :n_max]
+    slot = torch.arange(n_max, device=seg.device)[None, :] < sizes_t[:, None]  # [B, n_max]
+    labels = torch.where(slot, labels, torch.zeros_like(labels))
+    masks = ((seg[:, None] == labels[:, :, None, None]) & slot[:, :, None, None]).float()
     return labels, masks, sizes
 
 
@@ -335,13 +358,13 @@ class Mask2FormerLoss(nn.Module):
                                 draws[0]["match"][None])[0]
         return [(torch.as_tensor(r), torch.as_tensor(c)) for r, c in found]
 
-    def _layer_losses(self, logits: torch.Tensor, masks: torch.Tensor, targets, num_masks
-                      ) -> list[dict]:
-        """The losses of every layer's prediction, logits [L, B, m, K+1], masks [L, B, m, h, w]:
-        a list (one per layer) of dict(loss_cls, loss_mask, loss_dice)."""
+    def _layer_losses(self, logits: torch.Tensor, masks: torch.Tensor, labels: torch.Tensor,
+                      tmasks: torch.Tensor, sizes: list[int], num_masks) -> list[dict]:
+        """The losses of every layer's prediction, logits [L, B, m, K+1], masks [L, B, m, h, w],
+        for the padded targets labels [B, n_max], tmasks [B, n_max, H, W] (sizes: how many of
+        each image's are real): a list (one per layer) of dict(loss_cls, loss_mask, loss_dice)."""
         num_layers, b, m = logits.shape[:3]
         dev = logits.device
-        labels, tmasks, sizes = _pad_targets(targets, dev)
         draws = self._draw_points(sizes, num_layers, dev)
         n = sum(sizes)
         matches = (self._match_all(logits, masks, labels, tmasks, sizes,
@@ -387,10 +410,13 @@ class Mask2FormerLoss(nn.Module):
         return out
 
     def forward(self, outputs: dict, targets) -> dict:
+        dev = outputs["pred_logits"].device
         if torch.is_tensor(targets):
-            targets = semantic_to_targets(targets, self.num_classes, self.ignore_index)
-        num_masks = torch.tensor(float(sum(len(t["labels"]) for t in targets)),
-                                 device=outputs["pred_logits"].device)
+            labels, tmasks, sizes = _label_map_targets(targets.to(dev), self.num_classes,
+                                                       self.ignore_index)
+        else:
+            labels, tmasks, sizes = _pad_targets(targets, dev)
+        num_masks = torch.tensor(float(sum(sizes)), device=dev)
         if dist.is_available() and dist.is_initialized():
             dist.all_reduce(num_masks)
             num_masks = num_masks / dist.get_world_size()
@@ -400,7 +426,7 @@ class Mask2FormerLoss(nn.Module):
             preds += list(outputs.get("aux_outputs", []))
         logits = torch.stack([p["pred_logits"].float() for p in preds])
         masks = torch.stack([p["pred_masks"].float() for p in preds])
-        per_layer = self._layer_losses(logits, masks, targets, num_masks)
+        per_layer = self._layer_losses(logits, masks, labels, tmasks, sizes, num_masks)
         losses = dict(per_layer[0])
         for i, layer_losses in enumerate(per_layer[1:]):
             for k, v in layer_losses.items():
