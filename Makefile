@@ -44,7 +44,7 @@ assignments: $(STAMP)
 	$(MAKE) -C notebooks/assignments build
 
 bench: $(STAMP)
-	$(PY) -m reinlite.cli bench
+	$(PY) -m reinlite.cli costs
 
 clean-venv:
 	rm -rf $(VENV)

@@ -35,6 +35,8 @@ from .rein import Rein
 
 __all__ = [
     "COURSE_VIT",
+    "COURSE_VIT_MAE",
+    "COURSE_BACKBONES",
     "ReinBackbone",
     "build_backbone",
     "create_vit",
@@ -44,6 +46,13 @@ __all__ = [
 ]
 
 COURSE_VIT = "course_vit"
+COURSE_VIT_MAE = "course_vit_mae"
+# The shipped offline course backbones (same ViT shape, reinlite/weights/<name>.{json,safetensors}),
+# and the module that pretrains each.
+COURSE_BACKBONES = {
+    COURSE_VIT: "reinlite.experiments.pretrain (supervised proxies of the task)",
+    COURSE_VIT_MAE: "reinlite.experiments.pretrain_mae (self-supervised, masked-image modelling)",
+}
 WEIGHTS_DIR = Path(__file__).parent / "weights"
 STRIDES = (4, 8, 16, 32)
 
@@ -56,13 +65,15 @@ def _timm():
 
 
 # ----------------------------------------------------------------------------- weights
-def course_vit_config() -> dict[str, Any]:
-    """The shipped course backbone's record (timm kwargs, sha256, the command that made it)."""
-    path = WEIGHTS_DIR / f"{COURSE_VIT}.json"
+def course_vit_config(name: str = COURSE_VIT) -> dict[str, Any]:
+    """A shipped course backbone's record (timm kwargs, sha256, the command that made it)."""
+    if name not in COURSE_BACKBONES:
+        raise ValueError(f"unknown course backbone {name!r}; expected one of {sorted(COURSE_BACKBONES)}")
+    path = WEIGHTS_DIR / f"{name}.json"
     if not path.is_file():
         raise FileNotFoundError(
             f"{path} is missing: the course backbone's config ships with the package "
-            f"(made by data_scripts/pretrain_course_vit.py)"
+            f"(made by {COURSE_BACKBONES[name]})"
         )
     return json.loads(path.read_text())
 
@@ -75,13 +86,13 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def course_vit_weights_path(verify: bool = True) -> Path:
-    """Path of the shipped course-backbone weights; checks the recorded sha256."""
-    path = WEIGHTS_DIR / f"{COURSE_VIT}.safetensors"
+def course_vit_weights_path(verify: bool = True, name: str = COURSE_VIT) -> Path:
+    """Path of a shipped course backbone's weights; checks the recorded sha256."""
+    path = WEIGHTS_DIR / f"{name}.safetensors"
     if not path.is_file():
         raise FileNotFoundError(f"{path} is missing: the course backbone's weights ship with reinlite")
     if verify:
-        expected = course_vit_config().get("sha256")
+        expected = course_vit_config(name).get("sha256")
         actual = _sha256(path)
         if expected and expected != actual:
             raise CheckpointError(f"{path}: sha256 {actual} does not match the recorded {expected}")
@@ -168,16 +179,19 @@ def create_vit(
 ) -> nn.Module:
     """Create the timm ViT ``name`` at (img_size, patch_size) with weights adapted to it.
 
-    ``name`` is any timm ViT name or ``"course_vit"``. ``pretrained`` is False, True (timm's
-    hub loader; for ``course_vit`` the weights shipped in ``reinlite/weights``) or a local
-    file (safetensors or .pth, timm or DINOv2-release key names).
+    ``name`` is any timm ViT name or a course backbone (``"course_vit"``, ``"course_vit_mae"``).
+    ``pretrained`` is False, True (timm's hub loader; for a course backbone the weights shipped
+    in ``reinlite/weights``) or a local file (safetensors or .pth, timm or DINOv2-release key
+    names). All course backbones share one shape, so a random one (``pretrained=False``) is
+    built even where only ``course_vit``'s record ships.
     """
     timm = _timm()
     old_grid = None
-    if name == COURSE_VIT:
+    if name in COURSE_BACKBONES:
         from timm.models.vision_transformer import VisionTransformer
 
-        config = course_vit_config()
+        shape_of = name if pretrained is True or (WEIGHTS_DIR / f"{name}.json").is_file() else COURSE_VIT
+        config = course_vit_config(shape_of)
         base = dict(config["timm_kwargs"])
         src_img = base.get("img_size", 224)
         src_img = tuple(src_img) if isinstance(src_img, (list, tuple)) else (src_img, src_img)
@@ -187,7 +201,7 @@ def create_vit(
         base.setdefault("dynamic_img_size", True)
         model = VisionTransformer(**base)
         if pretrained is True:
-            pretrained = course_vit_weights_path()
+            pretrained = course_vit_weights_path(name=name)
     else:
         kwargs = dict(num_classes=0, **_model_kwargs(img_size, patch_size), **model_kwargs)
         kwargs.setdefault("dynamic_img_size", True)
@@ -334,7 +348,8 @@ def build_backbone(
         feats, queries = bb(images)   # 4 maps at strides 4, 8, 16, 32; queries [100, 256]
 
     Args:
-        name: a timm ViT name or ``"course_vit"`` (the shipped offline backbone).
+        name: a timm ViT name, ``"course_vit"`` or ``"course_vit_mae"`` (the shipped offline
+            course backbones: proxy-supervised, and self-supervised MAE-style).
         pretrained: False, True, or a path to a local weights file.
         img_size, patch_size: the size the ViT runs at (None: the model's own). Other input
             sizes divisible by the patch size also work (the position embedding is resampled).

@@ -3,7 +3,10 @@
     reinlite info                                   the Rein parameter table of a backbone
     reinlite data benchmark --out DIR [--seed N] [--source N] [--target N]
     reinlite train --config NAME_OR_PATH [key=value ...]
-    reinlite eval ... ; reinlite predict IMAGE ... --checkpoint CKPT ; reinlite bench
+    reinlite eval ... ; reinlite predict IMAGE ... --checkpoint CKPT
+    reinlite costs (alias: bench)                   what each method costs, side by side
+    reinlite gpu-check --out DIR [--tiny]           the GPU path measured (Table 8), one call
+    reinlite sweep | probe | pretrain | pretrain-mae | domain-shift ...   experiments (reinlite.experiments)
 
 Each subcommand's ``add_*`` function defines its arguments and sets ``func``, which calls
 into the module that owns the work.
@@ -21,8 +24,8 @@ def add_info(sub) -> None:
     p.add_argument("--backbone", default="course_vit", help="timm ViT name or course_vit (default)")
     p.add_argument("--pretrained", default="true", help="true, false or a local weights file")
     p.add_argument("--img-size", type=int, nargs=2, default=None, metavar=("H", "W"))
-    p.add_argument("--num-tokens", type=int, default=100)
-    p.add_argument("--rank", type=int, default=16)
+    p.add_argument("--num-tokens", type=int, default=None, help="default: the release config's (100)")
+    p.add_argument("--rank", type=int, default=None, help="default: the release config's (16)")
     p.set_defaults(func=run_info)
 
 
@@ -33,10 +36,15 @@ def run_info(args) -> int:
 
     from .backbone import build_backbone, parameter_table
 
+    from dataclasses import asdict
+
+    from .config import load_config
+
     pretrained = {"true": True, "false": False}.get(args.pretrained.lower(), args.pretrained)
+    rein = asdict(load_config("gta2cs_dinov2_large").model.rein)
+    rein.update({k: v for k, v in dict(num_tokens=args.num_tokens, rank=args.rank).items() if v is not None})
     start = time.perf_counter()
-    bb = build_backbone(args.backbone, pretrained=pretrained, img_size=args.img_size,
-                        rein=dict(num_tokens=args.num_tokens, rank=args.rank, query_dim=256))
+    bb = build_backbone(args.backbone, pretrained=pretrained, img_size=args.img_size, rein=rein)
     h, w = args.img_size or bb.vit.patch_embed.img_size
     with torch.no_grad():
         feats, queries = bb(torch.randn(1, 3, h, w))
@@ -61,7 +69,7 @@ def add_demo(sub) -> None:
 
 
 def run_demo(args) -> int:
-    from .evaluate import run_demo as demo
+    from .demo import run_demo as demo
 
     demo(args.config, args.overrides)
     return 0
@@ -134,22 +142,145 @@ def run_data(args) -> int:
     return run_benchmark_cli(args)
 
 
-# ----------------------------------------------------------------------------- bench (peft)
-def add_bench(sub) -> None:
-    from .bench import add_arguments
+def add_ship_run(sub) -> None:
+    p = sub.add_parser("ship-run", help="copy a finished run's trained weights into reinlite/weights "
+                                        "(what the notebooks load)")
+    p.add_argument("run_dir", help="the run folder (e.g. runs/course)")
+    p.add_argument("--name", default="course", help="shipped as reinlite/weights/NAME_run.* (default course)")
+    p.add_argument("--command", default="", help="the command that trained it (recorded)")
+    p.set_defaults(func=run_ship_run)
 
-    p = sub.add_parser("bench", help="step time, peak memory and parameters of Rein vs frozen / full / LoRA / VPT / AdaptFormer")
+
+def run_ship_run(args) -> int:
+    from .course import ship_run
+
+    path = ship_run(args.run_dir, args.name, args.command)
+    print(f"wrote {path} and {path.with_suffix('.json')}")
+    return 0
+
+
+# ----------------------------------------------------------------------------- costs
+def add_costs(sub) -> None:
+    from .costs import add_arguments
+
+    p = sub.add_parser("costs", aliases=["bench"],
+                       help="step time, peak memory and parameters of Rein vs frozen / full / LoRA / VPT / AdaptFormer")
     add_arguments(p)
-    p.set_defaults(func=run_bench)
+    p.set_defaults(func=run_costs)
 
 
-def run_bench(args) -> int:
-    from .bench import run_bench as run
+def run_costs(args) -> int:
+    from .costs import run_bench as run
 
     return run(args)
 
 
-SUBCOMMANDS = [add_info, add_demo, add_train, add_eval, add_predict, add_data, add_bench]
+# ----------------------------------------------------------------------------- gpu-check (gpu)
+def add_gpu_check(sub) -> None:
+    from .gpu_check import add_arguments
+
+    p = sub.add_parser("gpu-check", help="the GPU path in one call (<= 8 min): Rein vs full fine-tuning "
+                                         "time and memory against the paper's Table 8, bf16, compile, "
+                                         "slide inference, NCCL; --tiny: seconds on the CPU")
+    add_arguments(p)
+    p.set_defaults(func=run_gpu_check)
+
+
+def run_gpu_check(args) -> int:
+    from .gpu_check import run_cli
+
+    return run_cli(args)
+
+
+# ----------------------------------------------------------------------------- experiments
+def add_probe(sub) -> None:
+    from .experiments.probe import add_arguments
+
+    p = sub.add_parser("probe", help="linear probe of frozen backbone features, source -> targets, vs a random ViT")
+    add_arguments(p)
+    p.set_defaults(func=run_probe)
+
+
+def run_probe(args) -> int:
+    from .experiments.probe import run
+
+    out = run(args)
+    print(out["table"])
+    if "pca" in out:
+        print(f"saved {out['pca']}")
+    return 0
+
+
+def add_pretrain(sub) -> None:
+    from .experiments.pretrain import add_arguments
+
+    p = sub.add_parser("pretrain", help="pretrain the proxy-supervised course backbone (course_vit)")
+    add_arguments(p)
+    p.set_defaults(func=run_pretrain)
+
+
+def run_pretrain(args) -> int:
+    from .experiments import command_of
+    from .experiments.pretrain import add_arguments, run
+
+    return run(args, command_of("reinlite pretrain", args, add_arguments))
+
+
+def add_pretrain_mae(sub) -> None:
+    from .experiments.pretrain_mae import add_arguments
+
+    p = sub.add_parser("pretrain-mae", help="pretrain the self-supervised course backbone (course_vit_mae, MAE-style)")
+    add_arguments(p)
+    p.set_defaults(func=run_pretrain_mae)
+
+
+def run_pretrain_mae(args) -> int:
+    from .experiments import command_of
+    from .experiments.pretrain_mae import add_arguments, run
+
+    run(args, command_of("reinlite pretrain-mae", args, add_arguments))
+    return 0
+
+
+def add_domain_shift(sub) -> None:
+    from .experiments.domain_shift import add_arguments
+
+    p = sub.add_parser("domain-shift", help="train a small CNN on the source, mIoU on every target: is the shift real?")
+    add_arguments(p)
+    p.set_defaults(func=run_domain_shift)
+
+
+def run_domain_shift(args) -> int:
+    from .experiments.domain_shift import run
+
+    out = run(args)
+    print(out["table"])
+    return 0
+
+
+def add_sweep(sub) -> None:
+    from .experiments.sweep import add_arguments
+
+    p = sub.add_parser("sweep", help="Rein vs the baselines and its ablations at one budget, over seeds "
+                                     "and backbones (learning curves with --eval-at)")
+    add_arguments(p)
+    p.set_defaults(func=run_sweep)
+
+
+def run_sweep(args) -> int:
+    from .experiments import command_of
+    from .experiments.sweep import add_arguments, run, summarise
+
+    overrides = list(args.overrides or []) + list(getattr(args, "extra_overrides", None) or [])
+    command = " ".join([command_of("reinlite sweep", args, add_arguments), *overrides])
+    data = run(args, command)
+    if data.get("runs"):
+        print(summarise(data["runs"], data.get("config", {})))
+    return 0
+
+
+SUBCOMMANDS = [add_info, add_demo, add_train, add_eval, add_predict, add_ship_run, add_data, add_costs,
+               add_gpu_check, add_probe, add_pretrain, add_pretrain_mae, add_domain_shift, add_sweep]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -161,11 +292,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
+    import logging
+
     parser = build_parser()
     args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
         return int(args.func(args) or 0)
-    except (ValueError, FileNotFoundError, KeyError) as err:  # bad input: one clear line, no traceback
+    except (ValueError, FileNotFoundError, KeyError) as err:  # ConfigError, CheckpointError too  # bad input: one clear line, no traceback
         message = err.args[0] if isinstance(err, KeyError) and err.args else err
         print(f"reinlite {args.command}: error: {message}", file=sys.stderr)
         return 2

@@ -5,7 +5,7 @@
 - "Load if present, else make it": :func:`course_backbone` loads the shipped course ViT (a
   random ViT of the same shape, clearly announced, while its weights are missing),
   :func:`benchmark_images` renders scenes of the embedded benchmark's domains.
-- :func:`try_check` runs a :mod:`reinlite.checks` check and prints its verdict instead of
+- :func:`try_check` runs a :mod:`reinlite.feedback` check and prints its verdict instead of
   raising, so an exercise that is not done yet shows the helpful message and the notebook
   still runs top to bottom.
 """
@@ -22,12 +22,11 @@ import torch
 from torch import Tensor
 
 __all__ = ["FAST", "is_fast", "pick", "setup", "benchmark_images", "to_tensor",
-           "course_backbone", "patch_features", "rein_inputs", "patch_token", "find_checkpoint", "trained_model", "try_check",
+           "course_backbone", "patch_features", "rein_inputs", "patch_token", "find_checkpoint", "shipped_run", "ship_run", "trained_model", "try_check",
            "IMAGENET_MEAN", "IMAGENET_STD", "repo_root", "data_dir", "benchmark_root", "FAST_BENCHMARK",
            "FULL_BENCHMARK"]
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
+from .data.transforms import IMAGENET_MEAN, IMAGENET_STD  # noqa: E402  (timm's constants)
 #: the benchmark's image size (H, W)
 IMAGE_SIZE = (128, 256)
 
@@ -183,16 +182,36 @@ def patch_token(features: Tensor, patches, logit: float = 20.0) -> Tensor:
 REPO = Path(__file__).resolve().parents[1]
 
 
-def find_checkpoint(name: str = "course") -> Optional[Path]:
-    """The checkpoint of ``reinlite train --config NAME`` if one exists, else None.
+def shown_path(path: str | os.PathLike) -> str:
+    """``path`` relative to the repository when it is inside it (what notebooks print, so
+    stored outputs hold no machine paths), else its name."""
+    p = Path(path).resolve()
+    return str(p.relative_to(REPO)) if p.is_relative_to(REPO) else p.name
 
-    Looks at ``$REINLITE_CHECKPOINT``, then ``runs/NAME/checkpoint.safetensors`` under the
-    repository and under ``notebooks/`` (training's default ``out_dir`` is ``runs/{name}``
-    relative to where it was started).
+
+def shipped_run(name: str = "course") -> Optional[Path]:
+    """The trained run shipped with the package (``reinlite/weights/NAME_run.safetensors``,
+    made by ``reinlite ship-run``), or None."""
+    from .backbone import WEIGHTS_DIR
+
+    path = WEIGHTS_DIR / f"{name}_run.safetensors"
+    return path if path.is_file() else None
+
+
+def find_checkpoint(name: str = "course") -> Optional[Path]:
+    """The trained checkpoint of the run ``name`` if one exists, else None.
+
+    Looks at ``$REINLITE_CHECKPOINT`` (your own run), then the run shipped with the package
+    (so every notebook shows the same trained weights as its stored outputs), then
+    ``runs/NAME/checkpoint.safetensors`` under the repository, ``notebooks/`` and the current
+    folder (training's default ``out_dir`` is ``runs/{name}``).
     """
     candidates = []
     if os.environ.get("REINLITE_CHECKPOINT"):
         candidates.append(Path(os.environ["REINLITE_CHECKPOINT"]))
+    shipped = shipped_run(name)
+    if shipped is not None:
+        candidates.append(shipped)
     for base in (REPO, REPO / "notebooks", Path.cwd()):
         candidates.append(base / "runs" / name / "checkpoint.safetensors")
     for path in candidates:
@@ -201,46 +220,68 @@ def find_checkpoint(name: str = "course") -> Optional[Path]:
     return None
 
 
+def ship_run(run_dir: str | os.PathLike, name: str = "course", command: str = "") -> Path:
+    """Copy a finished run's trainable weights (Rein + head; the frozen backbone is shipped on
+    its own) to ``reinlite/weights/NAME_run.safetensors`` with its config in the metadata,
+    and write ``NAME_run.json``: the config, the command, the step, the sha256 and the
+    evaluation table of ``run_dir/eval/metrics.json`` when present. Returns the weights path."""
+    import hashlib
+    import shutil
+
+    from .backbone import WEIGHTS_DIR
+    from .checkpoint import CKPT_NAME, read_run_checkpoint
+
+    run_dir = Path(run_dir)
+    source = run_dir / CKPT_NAME
+    _, meta = read_run_checkpoint(source)  # a readable run checkpoint with its config
+    target = WEIGHTS_DIR / f"{name}_run.safetensors"
+    shutil.copyfile(source, target)
+    digest = hashlib.sha256(target.read_bytes()).hexdigest()
+    record = dict(name=f"{name}_run", step=int(meta.get("step", 0)), sha256=digest,
+                  bytes=target.stat().st_size, command=command,
+                  config=json.loads(meta["config"]))
+    metrics = run_dir / "eval" / "metrics.json"
+    if metrics.is_file():
+        m = json.loads(metrics.read_text())
+        record["evaluation"] = dict(mean_targets=m.get("mean"), targets=m.get("targets"),
+                                    miou={d: v["miou"] for d, v in m.get("domains", {}).items()})
+    (WEIGHTS_DIR / f"{name}_run.json").write_text(json.dumps(record, indent=1) + "\n")
+    return target
+
+
 def trained_model(name: str = "course", train_steps: Optional[int] = None, verbose: bool = True):
-    """(model, cfg) of a trained run: load its checkpoint if present, else train it briefly.
+    """(model, cfg) of a trained run: load its checkpoint if present (your own via
+    ``$REINLITE_CHECKPOINT``, else the shipped one, else ``runs/NAME``), else train it.
 
     Without a checkpoint and with ``train_steps=None`` nothing is trained and None is
     returned (the caller says so honestly). With ``train_steps=N`` the config ``name`` is
     trained for N steps into ``runs/NAME`` (this needs the benchmark under ``data/`` and
     takes minutes on a CPU).
     """
-    from . import train as training
+    from .config import load_config
+    from .model import load_model
+    from .train import train
 
     path = find_checkpoint(name)
     if path is None and train_steps is not None:
-        cfg = training.load_config(name, [f"optim.iters={int(train_steps)}",
-                                          f"out_dir={json.dumps(str(REPO / 'runs' / '{name}'))}"])
-        path = Path(training.train(cfg)["checkpoint"])
+        cfg = load_config(name, [f"optim.iters={int(train_steps)}",
+                                 f"out_dir={json.dumps(str(REPO / 'runs' / '{name}'))}"])
+        path = Path(train(cfg)["checkpoint"])
     if path is None:
         if verbose:
             print(f"no trained checkpoint for '{name}' (run `reinlite train --config {name}`)")
         return None
-    model, cfg = training.load_model(path)
+    model, cfg = load_model(path)
     if verbose:
-        print(f"loaded the trained '{name}' run from {path.relative_to(REPO) if path.is_relative_to(REPO) else path}")
+        print(f"loaded the trained '{name}' run ({cfg.optim.iters} steps) from {shown_path(path)}")
     return model, cfg
 
 
 def try_check(check: Callable[[], Any], success: str = "correct!") -> bool:
-    """Run a check from :mod:`reinlite.checks`; print its verdict instead of raising.
+    """:func:`reinlite.feedback.try_check` (kept here for the notebooks that import it from course)."""
+    from .feedback import try_check as feedback_try_check
 
-    Returns True when the answer passes. An unfinished exercise prints the checker's
-    message (expected vs actual shape, max difference, a hint naming the equation).
-    """
-    from .checks import CheckFailed
-
-    try:
-        check()
-    except CheckFailed as err:
-        print(f"not yet: {err}")
-        return False
-    print(f"\u2713 {success}")
-    return True
+    return feedback_try_check(check, success)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -292,12 +333,12 @@ def benchmark_root(root=None, seed: int = 0, verbose: bool = True) -> "Path":
     if manifest.is_file():
         m = json.loads(manifest.read_text())
         if verbose:
-            print(f"benchmark: {root} (present: {m['source']} source, {m['target']} per target, "
+            print(f"benchmark: {shown_path(root)} (present: {m['source']} source, {m['target']} per target, "
                   f"seed {m['seed']})")
         return root
     tmp = root.with_name(f"{root.name}.tmp{os.getpid()}")
     if verbose:
-        print(f"benchmark: writing {sizes['source']} source + {sizes['target']} per target to {root} ...")
+        print(f"benchmark: writing {sizes['source']} source + {sizes['target']} per target to {shown_path(root)} ...")
     root.parent.mkdir(parents=True, exist_ok=True)
     write_benchmark(tmp, seed=seed, workers=pick(2, 1), progress=False, **sizes)
     try:

@@ -16,8 +16,8 @@ scores summed and divided by the number of windows covering each pixel.
 from __future__ import annotations
 
 import json
+import logging
 import math
-import sys
 import time
 from pathlib import Path
 from typing import Optional, Sequence
@@ -26,8 +26,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .train import (Segmentor, build_dataset, load_config, load_model, load_sample,
-                    normalize, out_dir_of)
+from .config import Config, EvalConfig, load_config
+from .data.pipeline import build_dataset, load_sample
+from .data.transforms import normalize
+from .model import Segmentor, load_model
+
+log = logging.getLogger(__name__)
 
 
 # ----------------------------------------------------------------------------------------
@@ -75,7 +79,7 @@ def _padded_predict(model: Segmentor, x: torch.Tensor, multiple: int) -> torch.T
     return model.predict(x)[..., :h, :w].float()
 
 
-@torch.no_grad()
+@torch.inference_mode()
 def slide_inference(model: Segmentor, image: torch.Tensor, crop: Sequence[int],
                     stride: Sequence[int], num_classes: int, multiple: Optional[int] = None) -> torch.Tensor:
     """Class scores [B, K, H, W] of a normalised image [B, 3, H, W] by sliding windows.
@@ -101,7 +105,7 @@ def slide_inference(model: Segmentor, image: torch.Tensor, crop: Sequence[int],
     return scores / count
 
 
-@torch.no_grad()
+@torch.inference_mode()
 def infer(model: Segmentor, image_uint8: torch.Tensor, mode: str = "whole", crop=(512, 512),
           stride=(341, 341), resize: Optional[Sequence[int]] = None, num_classes: int = 19,
           amp: bool = False) -> torch.Tensor:
@@ -131,30 +135,43 @@ def infer(model: Segmentor, image_uint8: torch.Tensor, mode: str = "whole", crop
     return pred[0] if single else pred
 
 
-def _domain_resize(cfg_eval: dict, domain: str):
-    r = cfg_eval.get("resize")
+def keep_ratio_size(h: int, w: int, scale: Sequence[int]) -> tuple[int, int]:
+    """mmseg's ``Resize(scale, keep_ratio=True)``: the size (h', w') of an h x w image scaled
+    by one factor so that its long side fits max(scale) and its short side min(scale)
+    (Mapillary at 1024 x 512: a 4:3 image becomes 512 x 683)."""
+    long_cap, short_cap = max(scale), min(scale)
+    f = min(long_cap / max(h, w), short_cap / min(h, w))
+    return int(h * f + 0.5), int(w * f + 0.5)
+
+
+def domain_resize(e: EvalConfig, domain: str, image_hw: Sequence[int]):
+    """The size to run the model at for an image of ``domain`` (None: its own size)."""
+    r = e.resize
     if isinstance(r, dict):
         r = r.get(domain)
-    return r
+    if r is None:
+        return None
+    if e.keep_ratio:
+        return keep_ratio_size(int(image_hw[0]), int(image_hw[1]), r)
+    return tuple(int(v) for v in r)
 
 
-@torch.no_grad()
-def evaluate_dataset(model: Segmentor, dataset, cfg: dict, domain: str = "",
+@torch.inference_mode()
+def evaluate_dataset(model: Segmentor, dataset, cfg: Config, domain: str = "",
                      progress: bool = True) -> torch.Tensor:
-    """Confusion matrix [K, K] of the model on a dataset (items via train.load_sample)."""
-    e = cfg["eval"]
-    k = cfg["model"]["head"]["num_classes"]
+    """Confusion matrix [K, K] of the model on a dataset (items via pipeline.load_sample)."""
+    e = cfg.eval
+    k = cfg.model.head.num_classes
     device = next(model.parameters()).device
-    amp = cfg["amp"] == "bf16" or (cfg["amp"] == "auto" and device.type == "cuda")
-    n = len(dataset) if e["max_images"] is None else min(len(dataset), int(e["max_images"]))
+    amp = cfg.amp == "bf16" or (cfg.amp == "auto" and device.type == "cuda")
+    n = len(dataset) if e.max_images is None else min(len(dataset), int(e.max_images))
     cm = torch.zeros(k, k, dtype=torch.long)
     it = range(n)
     if progress:
         from tqdm import tqdm
         it = tqdm(it, desc=f"eval {domain}", dynamic_ncols=True, leave=False)
     model.eval()
-    bs = max(1, int(e["batch_size"] or 1))
-    resize = _domain_resize(e, domain)
+    bs = max(1, int(e.batch_size or 1))
     batch: list = []
 
     def flush():
@@ -163,11 +180,12 @@ def evaluate_dataset(model: Segmentor, dataset, cfg: dict, domain: str = "",
             return
         same = len({tuple(im.shape) for im, _ in batch}) == 1
         if same and len(batch) > 1:
-            preds = infer(model, torch.stack([im for im, _ in batch]), e["mode"], e["crop"],
-                          e["stride"], resize, k, amp)
+            resize = domain_resize(e, domain, batch[0][0].shape[-2:])
+            preds = infer(model, torch.stack([im for im, _ in batch]), e.mode, e.crop,
+                          e.stride, resize, k, amp)
         else:
-            preds = [infer(model, im, e["mode"], e["crop"], e["stride"], resize, k, amp)
-                     for im, _ in batch]
+            preds = [infer(model, im, e.mode, e.crop, e.stride,
+                           domain_resize(e, domain, im.shape[-2:]), k, amp) for im, _ in batch]
         for pred, (_, label) in zip(preds, batch):
             cm += confusion_matrix(pred.cpu(), label, k)
         batch.clear()
@@ -180,27 +198,27 @@ def evaluate_dataset(model: Segmentor, dataset, cfg: dict, domain: str = "",
     return cm
 
 
-def evaluate(model: Segmentor, cfg: dict, domains: Optional[Sequence[str]] = None,
+def evaluate(model: Segmentor, cfg: Config, domains: Optional[Sequence[str]] = None,
              out_dir: Optional[str | Path] = None, progress: bool = True) -> dict:
     """Evaluate on each domain; returns {"domains": {d: {"miou", "iou", "images"}},
     "mean": mean mIoU of the target domains, "table": markdown}. With ``out_dir``, writes
     metrics.json, results.md, confusion.png and miou.png there."""
     from .data.classes import CLASSES
 
-    d = cfg["data"]
-    domains = list(domains) if domains else list(d["targets"])
+    d = cfg.data
+    domains = list(domains) if domains else list(d.targets)
     results, cms = {}, {}
     t0 = time.perf_counter()
     for dom in domains:
-        ds = build_dataset(cfg, dom, d["target_split"])
+        ds = build_dataset(cfg, dom, d.target_split)
         cm = evaluate_dataset(model, ds, cfg, dom, progress)
         cms[dom] = cm.numpy()
         iou = iou_from_confusion(cms[dom])
-        n = len(ds) if cfg["eval"]["max_images"] is None else min(len(ds), cfg["eval"]["max_images"])
+        n = len(ds) if cfg.eval.max_images is None else min(len(ds), cfg.eval.max_images)
         results[dom] = dict(miou=mean_iou(cms[dom]), images=n,
                             iou={c: (None if np.isnan(v) else round(float(v) * 100, 2))
                                  for c, v in zip(CLASSES, iou)})
-    targets = [x for x in domains if x != d["source"]]
+    targets = [x for x in domains if x != d.source]
     mean = float(np.mean([results[x]["miou"] for x in targets])) if targets else float("nan")
     out = dict(domains=results, mean=mean, targets=targets, seconds=time.perf_counter() - t0)
     out["table"] = format_table(out)
@@ -245,11 +263,12 @@ def format_table(res: dict) -> str:
 def _model_from_args(args):
     if not Path(args.checkpoint).exists():
         raise FileNotFoundError(f"checkpoint not found: {args.checkpoint}")
-    cfg = load_config(args.config, getattr(args, "overrides", ()) or ()) if getattr(args, "config", None) else None
-    model, cfg = load_model(args.checkpoint, cfg, () if cfg else (getattr(args, "overrides", ()) or ()))
-    if cfg.get("threads"):
-        torch.set_num_threads(int(cfg["threads"]))
-    device = torch.device("cuda" if torch.cuda.is_available() and cfg["device"] != "cpu" else "cpu")
+    overrides = getattr(args, "overrides", ()) or ()
+    cfg = load_config(args.config, overrides) if getattr(args, "config", None) else None
+    model, cfg = load_model(args.checkpoint, cfg, () if cfg else overrides)
+    if cfg.threads:
+        torch.set_num_threads(int(cfg.threads))
+    device = torch.device("cuda" if torch.cuda.is_available() and cfg.device != "cpu" else "cpu")
     return model.to(device), cfg
 
 
@@ -265,15 +284,15 @@ def run_eval_cli(args) -> int:
     return 0
 
 
-def predict_files(model: Segmentor, cfg: dict, paths: Sequence[str | Path],
+def predict_files(model: Segmentor, cfg: Config, paths: Sequence[str | Path],
                   out: Optional[str | Path] = None, alpha: float = 0.5) -> list[Path]:
     """Write ``<stem>_pred.png`` (overlay) for each image, next to it or in ``out``."""
     from PIL import Image
 
     from .viz import overlay
 
-    e = cfg["eval"]
-    k = cfg["model"]["head"]["num_classes"]
+    e = cfg.eval
+    k = cfg.model.head.num_classes
     written = []
     for p in paths:
         p = Path(p)
@@ -283,9 +302,9 @@ def predict_files(model: Segmentor, cfg: dict, paths: Sequence[str | Path],
             img = np.array(Image.open(p).convert("RGB"))
         except Exception as err:
             raise ValueError(f"{p}: not an image PIL can read ({err})") from err
-        resize = e["resize"] if not isinstance(e["resize"], dict) else None
-        pred = infer(model, torch.from_numpy(img).permute(2, 0, 1).contiguous(), e["mode"],
-                     e["crop"], e["stride"], resize, k)
+        resize = domain_resize(e, "", img.shape[:2]) if not isinstance(e.resize, dict) else None
+        pred = infer(model, torch.from_numpy(img).permute(2, 0, 1).contiguous(), e.mode,
+                     e.crop, e.stride, resize, k)
         target = (Path(out) if out else p.parent) / f"{p.stem}_pred.png"
         target.parent.mkdir(parents=True, exist_ok=True)
         Image.fromarray(overlay(img, pred.cpu().numpy(), alpha)).save(target)
@@ -302,37 +321,3 @@ def run_predict_cli(args) -> int:
     for path in predict_files(model, cfg, args.images, args.out, args.alpha):
         print(path)
     return 0
-
-
-# ----------------------------------------------------------------------------------------
-# The main job (make demo)
-# ----------------------------------------------------------------------------------------
-def run_demo(config: str = "course", overrides: Sequence[str] = (), eval_source: bool = True) -> dict:
-    """Write the benchmark if missing, train with ``config`` (resuming a finished run is a
-    no-op), evaluate on the source's held-out split and every target domain, print the
-    table and save the figures under ``<out_dir>/eval``. Returns the evaluation dict."""
-    from .train import train
-
-    cfg = load_config(config, overrides)
-    d = cfg["data"]
-    t0 = time.perf_counter()
-    if d["kind"] == "benchmark" and not (Path(d["root"]) / "benchmark.json").is_file():
-        from .data.benchmark import write_benchmark
-
-        print(f"writing the embedded benchmark to {d['root']} ...", file=sys.stderr)
-        write_benchmark(d["root"])
-    t1 = time.perf_counter()
-    result = train(cfg)
-    t2 = time.perf_counter()
-    model, _ = load_model(result["checkpoint"], cfg)
-    domains = ([d["source"]] if eval_source else []) + list(d["targets"])
-    out_dir = out_dir_of(cfg) / "eval"
-    res = evaluate(model, cfg, domains, out_dir)
-    t3 = time.perf_counter()
-    print(res["table"])
-    print(f"\nmean mIoU over the unseen target domains ({', '.join(res['targets'])}): {res['mean']:.1f}")
-    print(f"time: benchmark {t1 - t0:.0f} s, training {t2 - t1:.0f} s ({result['step']} steps), "
-          f"evaluation {t3 - t2:.0f} s, total {t3 - t0:.0f} s")
-    print(f"figures: {out_dir / 'confusion.png'}, {out_dir / 'miou.png'}")
-    res["timing"] = dict(benchmark=t1 - t0, train=t2 - t1, eval=t3 - t2, total=t3 - t0)
-    return res

@@ -221,8 +221,8 @@ def build_peft_backbone(
 ) -> ReinBackbone:
     """Build a ViT adapted by ``method`` (one of :data:`METHODS`).
 
-    "rein": ``method_kwargs`` are Rein's (num_tokens=100, rank=16, query_dim=256 by default)
-    and this is :func:`reinlite.build_backbone`. "lora": rank=8, alpha=None (= rank),
+    "rein": ``method_kwargs`` are :class:`reinlite.Rein`'s keywords (its defaults) and this is
+    :func:`reinlite.build_backbone`. "lora": rank=8, alpha=None (= rank),
     targets=("qkv",); "vpt": num_prompts=150; "adaptformer": bottleneck=64, adapter_scale=0.1.
     ``model_kwargs`` go to the timm constructor (e.g. depth). The result has ``.method``.
 
@@ -235,10 +235,9 @@ def build_peft_backbone(
         raise ValueError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
     model_kwargs = dict(model_kwargs or {})
     if method == "rein":
-        rein = dict(num_tokens=100, rank=16, query_dim=256)
-        rein.update(method_kwargs)
         bb = build_backbone(name, pretrained=pretrained, img_size=img_size, patch_size=patch_size,
-                            out_indices=out_indices, rein=rein, strides=strides, **model_kwargs)
+                            out_indices=out_indices, rein=dict(method_kwargs), strides=strides,
+                            **model_kwargs)
         bb.method = "rein"
         return bb
     vit = create_vit(name, pretrained=pretrained, img_size=img_size, patch_size=patch_size, **model_kwargs)

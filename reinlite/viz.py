@@ -252,3 +252,129 @@ def pca_rgb(features, quantiles: Sequence[float] = (0.02, 0.98)) -> np.ndarray:
     lo = torch.quantile(flat, quantiles[0], dim=0)
     hi = torch.quantile(flat, quantiles[1], dim=0)
     return ((proj - lo) / (hi - lo + 1e-6)).clamp(0, 1).numpy()
+
+
+def rein_dataflow_figure(num_blocks: int = 4, taps: Sequence[str] = ("7", "11", "15", "23"),
+                         path: Optional[str | Path] = None):
+    """Where Rein sits in a ViT and how data flows, drawn as boxes and arrows (no image file).
+
+    A frozen ViT (patch embedding, blocks 1..L) with a Rein after *every* block: each Rein
+    reads the block's patch features f_i and its own tokens T_i, and passes on
+    f_i + s * Delta f_i (the cls / register tokens pass untouched). All Reins share the two
+    MLPs (W_T, W_f) and the scale s. The outputs of the Reins of blocks ``taps`` (DINOv2-L:
+    7, 11, 15, 23) become a multi-scale pyramid (strides 4, 8, 16, 32) for the pixel decoder.
+    Separately, the tokens of all L layers become the decoder's object queries (transform
+    -> max / mean / last over layers -> merge): one per token, image-independent. Frozen
+    parts are grey, Rein's trained parts orange, the trained head green. ``num_blocks``
+    blocks are drawn (the last two as "..." and "L"). Returns the figure (saved to ``path``
+    if given).
+    """
+    plt = _plt()
+    from matplotlib.patches import FancyArrowPatch, FancyBboxPatch
+
+    frozen, trained, data, head = "#d9d9d9", "#f4a259", "#cfe3f5", "#b8d8a8"
+    query_colour = "#b35c00"
+    n = max(2, int(num_blocks))
+    labels = [str(i + 1) for i in range(n - 2)] + ["…", "L"]
+    step, x0 = 2.3, 2.9
+    end = x0 + n * step                       # right end of the backbone row
+    width = end + 4.6
+    fig, ax = plt.subplots(figsize=(width * 0.8, 7.2))
+    ax.set_xlim(-0.2, width)
+    ax.set_ylim(-0.2, 9.0)
+    ax.axis("off")
+
+    def box(x, y, w, h, text, color, size=8.5, bold=False):
+        ax.add_patch(FancyBboxPatch((x, y), w, h, boxstyle="round,pad=0.04,rounding_size=0.12",
+                                    facecolor=color, edgecolor="#444444", lw=1.0))
+        ax.text(x + w / 2, y + h / 2, text, ha="center", va="center", fontsize=size,
+                fontweight="bold" if bold else "normal")
+
+    def arrow(xy0, xy1, color="#333333", lw=1.2, rad=0.0, ls="-"):
+        ax.add_patch(FancyArrowPatch(xy0, xy1, arrowstyle="-|>", mutation_scale=11, color=color,
+                                     lw=lw, linestyle=ls, connectionstyle=f"arc3,rad={rad}",
+                                     shrinkA=1, shrinkB=1))
+
+    # the backbone row: image -> patch embed -> (block i -> Rein i) x L
+    yb, hb = 4.4, 1.0
+    mid = yb + hb / 2
+    box(0.0, yb, 1.1, hb, "image\n[3, H, W]", data)
+    box(1.45, yb, 1.1, hb, "patch\nembed", frozen)
+    arrow((1.1, mid), (1.45, mid))
+    previous, reins = 2.55, []
+    for i, label in enumerate(labels):
+        x = x0 + i * step
+        if label == "…":
+            ax.text(x + 0.9, mid, "· · ·", ha="center", va="center", fontsize=16)
+            arrow((previous, mid), (x + 0.45, mid))
+            previous = x + 1.35
+            continue
+        box(x, yb, 0.95, hb, f"block {label}\n(frozen)", frozen, size=8)
+        box(x + 1.15, yb, 0.95, hb, f"Rein {label}", trained, size=8.5, bold=True)
+        arrow((previous, mid), (x, mid))
+        arrow((x + 0.95, mid), (x + 1.15, mid))
+        previous = x + 2.1
+        centre = x + 1.625
+        reins.append(centre)
+        box(x + 1.2, 2.2, 0.85, 0.7, f"$T_{{{label}}}$\n[m, c]", trained, size=8)
+        arrow((centre, 2.9), (centre, yb))
+    ax.text(previous + 0.1, mid, "$f_L'$", fontsize=9, va="center")
+    # the MLPs and the scale that every Rein shares, between the tokens and the Reins
+    box(reins[0] - 0.5, 3.3, reins[-1] - reins[0] + 1.0, 0.55,
+        r"shared by every Rein: $W_T, b_T$ (tokens $\rightarrow$ features), $W_f, b_f$ ($\Delta f$), "
+        r"scale $s$;   Rein $i$:  $f_i \rightarrow f_i + s\,\Delta f_i$ (patch rows only)",
+        trained, size=7.8)
+
+    # multi-scale features -> pixel decoder -> mask decoder -> masks
+    yf = 6.15
+    box(reins[0] - 0.5, yf, reins[-1] - reins[0] + 1.0, 0.65,
+        "multi-scale features: the outputs of the Reins of blocks " + ", ".join(taps)
+        + " (DINOv2-L), resized to strides 4, 8, 16, 32", data, size=8)
+    # only some blocks are tapped (DINOv2-L: 4 of 24, the last one among them): dashed arrows
+    # from the middle of the stack and from Rein L
+    dots = x0 + labels.index("…") * step + 0.9
+    for dx in (-0.35, 0.0, 0.35):
+        arrow((dots + dx, mid + 0.25), (dots + dx, yf), lw=0.9, ls="--")
+    arrow((reins[-1], yb + hb), (reins[-1], yf), lw=0.9, ls="--")
+    ax.text(dots + 0.55, (yb + hb + yf) / 2, f"{len(taps)} of the L Rein outputs", fontsize=7.5, va="center")
+    yt = 7.75
+    xp = (reins[0] + reins[-1]) / 2 - 1.0
+    box(xp, yt, 2.0, 0.8, "pixel decoder\n(multi-scale)", head, size=8.5)
+    arrow((xp + 1.0, yf + 0.65), (xp + 1.0, yt))
+    xd = end + 0.5
+    box(xd, yt - 0.1, 2.0, 1.0, "Mask2Former\ndecoder", head, size=9, bold=True)
+    arrow((xp + 2.0, yt + 0.4), (xd, yt + 0.4))
+    box(xd + 2.3, yt, 1.75, 0.8, "m masks + classes\n[m, H, W], [m, K+1]", data, size=7.5)
+    arrow((xd + 2.0, yt + 0.4), (xd + 2.3, yt + 0.4))
+
+    # tokens of all layers -> queries (no image involved)
+    yq, hq = 0.2, 0.95
+    xq = x0 + 0.3
+    box(xq, yq, 2.6, hq, "transform  Linear(c, Q)\nof every layer's tokens\n[L, m, Q]", trained, size=8)
+    for k, centre in enumerate(reins):
+        arrow((centre, 2.2), (xq + 0.8 + 0.5 * k, yq + hq), lw=0.8)
+    xm = xq + 3.0
+    box(xm, yq, 2.5, hq, "pool over the L layers:\nmax | mean | last\n[m, 3Q]", trained, size=8)
+    arrow((xq + 2.6, yq + hq / 2), (xm, yq + hq / 2))
+    xg = xm + 2.9
+    box(xg, yq, 1.9, hq, "merge\nLinear(3Q, Q)", trained, size=8)
+    arrow((xm + 2.5, yq + hq / 2), (xg, yq + hq / 2))
+    xo = xd
+    box(xo, yq, 2.0, hq, "queries [m, Q]\n(no image input)", trained, size=8, bold=True)
+    arrow((xg + 1.9, yq + hq / 2), (xo, yq + hq / 2))
+    arrow((xo + 1.0, yq + hq), (xd + 1.0, yt - 0.1), lw=1.8, color=query_colour)
+    ax.text(xo + 1.15, 4.2, "object queries:\nthe positional\nembedding of every\ndecoder layer, and\n"
+            "(via a Linear)\nthe initial content", fontsize=7.5, color=query_colour, va="center")
+
+    # legend
+    for k, (color, text) in enumerate([(frozen, "frozen (no gradient)"), (trained, "Rein: trained"),
+                                       (head, "decode head: trained"), (data, "tensors")]):
+        ax.add_patch(FancyBboxPatch((0.05, 2.7 - 0.5 * k), 0.35, 0.3, boxstyle="round,pad=0.02",
+                                    facecolor=color, edgecolor="#444444", lw=0.8))
+        ax.text(0.5, 2.85 - 0.5 * k, text, fontsize=7.5, va="center")
+    ax.set_title("Rein in a ViT: a Rein after every frozen block refines the patch features; "
+                 "its tokens also become the decoder's queries", fontsize=10)
+    fig.tight_layout()
+    if path is not None:
+        fig.savefig(path, dpi=120, bbox_inches="tight")
+    return fig

@@ -119,24 +119,63 @@ def test_bdd100k_old_layout_to_new(tmp_path):
     assert ds[0][1].tolist() == [[0, 18, 255, 255], [13, 2, 255, 10]]
 
 
-def test_mapillary_resize_and_names(tmp_path):
-    r, out = tmp_path / "vistas", tmp_path / "vistas_out"
+def _vistas(r, split, stem, h, w):
+    """A smooth JPEG (so its JPEG error is small) and a v1.2 palette label with road, sky and a
+    sign strip; returns the expected train ids [h, w]."""
     names = [n for n, _ in C.MAPILLARY_V12]
-    lab = np.full((48, 64), names.index("construction--flat--road"), np.uint8)
-    lab[:10] = names.index("nature--sky")
+    lab = np.full((h, w), names.index("construction--flat--road"), np.uint8)
+    lab[: h // 4] = names.index("nature--sky")
     lab[:, :8] = names.index("object--traffic-sign--back")
-    _img(r / "validation" / "images" / "abc.jpg", 48, 64, fmt="JPEG")
-    _ids(r / "validation" / "v1.2" / "labels" / "abc.png", lab, palette=True)
+    lab[h // 2:, w // 2:] = names.index("object--vehicle--car")
+    yy, xx = np.mgrid[0:h, 0:w]
+    img = np.stack([yy * 200 // h, xx * 200 // w, (yy + xx) * 100 // (h + w) + 50], -1).astype(np.uint8)
+    (r / split / "images").mkdir(parents=True, exist_ok=True)
+    Image.fromarray(img).save(r / split / "images" / f"{stem}.jpg", quality=95)
+    _ids(r / split / "v1.2" / "labels" / f"{stem}.png", lab, palette=True)
+    want = np.full((h, w), 0, np.uint8)
+    want[: h // 4] = 10
+    want[h // 2:, w // 2:] = 13
+    want[:, :8] = 7                                      # sign *back* is a traffic sign (release)
+    return want
+
+
+def test_mapillary_validation_halved_as_the_release(tmp_path):
+    r, out = tmp_path / "vistas", tmp_path / "vistas_out"
+    want = _vistas(r, "validation", "abc", 48, 64)
+    _vistas(r, "validation", "odd", 49, 67)
+    want_train = _vistas(r, "training", "trn", 30, 40)
     cfg = {"labels": [{"name": n, "color": list(c)} for n, c in C.MAPILLARY_V12]}
     (r / "config_v1.2.json").write_text(json.dumps(cfg))
     raw = D.Mapillary(r)[0][1]
-    assert raw[0, 20] == 10 and raw[30, 20] == 0 and raw[30, 0] == 255
-    rep = V.convert_mapillary(r, out, short_side=24)
-    assert rep.ok and rep.converted == 1
-    img, mask = D.Mapillary(out)[0]
-    assert img.shape == (3, 24, 32) and mask.shape == (24, 32)
-    assert mask[0, 20] == 10 and mask[20, 20] == 0 and mask[20, 0] == 255
-    assert (out / "config_v1.2.json").is_file()
+    assert raw.tolist() == want.tolist()
+    rep = V.convert_mapillary(r, out)
+    assert rep.ok and rep.converted == 3 and (out / "config_v1.2.json").is_file()
+    val = D.Mapillary(out)
+    (img, mask), (img_odd, mask_odd) = val[0], val[1]
+    assert img.shape == (3, 24, 32) and mask.shape == (24, 32)          # W // 2 x H // 2
+    assert img_odd.shape == (3, 24, 33) and mask_odd.shape == (24, 33)
+    assert mask.tolist() == want[1::2, 1::2].tolist()                   # nearest (PIL: 2i + 1)
+    src = Image.open(r / "validation" / "images" / "abc.jpg").convert("RGB")
+    ref = np.asarray(src.resize((32, 24), Image.BICUBIC), np.float32)   # bicubic, as the release
+    got = np.asarray(Image.open(out / "validation" / "images" / "abc.jpg"), np.float32)
+    assert np.abs(got - ref).mean() < 3                                 # up to the JPEG error
+    # the training split keeps its native size (the image copied byte for byte)
+    trn = D.Mapillary(out, split="training")
+    assert trn[0][1].tolist() == want_train.tolist()
+    jpg = Path("training") / "images" / "trn.jpg"
+    assert (out / jpg).read_bytes() == (r / jpg).read_bytes()
+    # short_side: every split to that short side instead
+    out2 = tmp_path / "small"
+    assert V.convert_mapillary(r, out2, short_side=12).ok
+    assert D.Mapillary(out2)[0][0].shape == (3, 12, 16) and D.Mapillary(out2, "training")[0][1].shape == (12, 16)
+    with pytest.raises(ValueError, match="out must not be"):
+        V.convert_mapillary(r, r)
+    # the script: same defaults
+    p = subprocess.run([sys.executable, str(ROOT / "data_scripts" / "convert_mapillary.py"), str(r),
+                        "--out", str(tmp_path / "cli"), "--halve", "validation", "training"],
+                       capture_output=True, text=True, timeout=60)
+    assert p.returncode == 0 and "converted 3" in p.stdout, p.stderr
+    assert D.Mapillary(tmp_path / "cli", "training")[0][1].shape == (15, 20)
 
 
 def test_corrupt_file_is_reported_not_silent(tmp_path):

@@ -1,8 +1,7 @@
-"""The shipped course backbone (reinlite/weights/course_vit.*) and its pretraining script."""
+"""The shipped course backbone (reinlite/weights/course_vit.*) and its pretraining (reinlite pretrain)."""
 import hashlib
 import json
 import shutil
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -15,8 +14,7 @@ from reinlite.checkpoint import CheckpointError
 
 ROOT = Path(__file__).resolve().parents[1]
 WEIGHTS = ROOT / "reinlite" / "weights"
-sys.path.insert(0, str(ROOT / "data_scripts"))
-import pretrain_course_vit as P  # noqa: E402
+from reinlite.experiments import pretrain as P  # noqa: E402
 
 needs_weights = pytest.mark.skipif(not (WEIGHTS / "course_vit.safetensors").is_file(),
                                    reason="course_vit weights not shipped yet")
@@ -88,7 +86,7 @@ def test_wrong_keys_file_gives_a_clear_error(tmp_path):
         build_backbone("course_vit", pretrained=str(bad))
 
 
-# --------------------------------------------------------------------------- the script
+# --------------------------------------------------------------------------- the pretraining
 def test_category_table():
     assert [P.LUT[i] for i in (7, 8, 11, 17, 20, 21, 23, 24, 26, 33)] == [0, 0, 1, 2, 2, 3, 4, 5, 6, 6]
     assert P.LUT[0] == P.LUT[1] == P.LUT[255] == P.IGNORE
@@ -125,6 +123,20 @@ def test_one_step_resume_export_and_load(tmp_path, monkeypatch):
     P.main(["--out", str(run), "--export", str(out)])
     meta = json.loads((out / "course_vit.json").read_text())
     assert meta["steps"] == 2 and meta["seed"] == 0 and "--steps 2" in meta["command"]
+    assert meta["command"].startswith("reinlite pretrain ")
     monkeypatch.setattr(B, "WEIGHTS_DIR", out)
     bb = build_backbone("course_vit", pretrained=True, img_size=(64, 128))
     assert bb.embed_dim == 192 and bb.patch_size == 8
+
+
+def test_corpus_seeds_are_the_shipped_runs():
+    """The shared corpus draws item i of seed s from default_rng([0x5EEDC0DE, s, i]), as recorded."""
+    from reinlite.experiments import corpus
+
+    meta = json.loads((WEIGHTS / "course_vit.json").read_text())
+    assert meta["data_seeds"].startswith(f"np.random.default_rng([{corpus.PRETRAIN_SEED_TAG}, 0, i])")
+    a = corpus.corpus_rng(0, 5).random(3)
+    b = np.random.default_rng([0x5EEDC0DE, 0, 5]).random(3)
+    assert np.array_equal(a, b)
+    assert corpus.VIT_KWARGS == {**meta["timm_kwargs"], "img_size": tuple(meta["timm_kwargs"]["img_size"])}
+

@@ -8,7 +8,9 @@ import torch
 from reinlite import cli
 from reinlite.evaluate import (confusion_matrix, evaluate, format_table, infer,
                                iou_from_confusion, mean_iou, predict_files, slide_inference)
-from reinlite.train import load_config, load_model, train
+from reinlite.config import load_config
+from reinlite.model import load_model
+from reinlite.train import train
 from reinlite.viz import normalize_confusion, overlay
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -94,7 +96,7 @@ def tiny_run(tmp_path_factory):
                            "mask_dim": 32, "pixel_decoder": "fpn"}},
         "loss": {"num_points": 32},
         "data": {"kind": "random", "crop_size": [32, 32], "random_size": [40, 56], "random_count": 3,
-                 "num_workers": 0, "targets": ["cityscapes", "bdd100k"]},
+                 "num_workers": 0, "targets": ["cityscapes", "bdd100k"], "short_sides": None},
         "optim": {"iters": 2, "batch_size": 2},
         "train": {"progress": False},
         "eval": {"mode": "slide", "crop": [32, 32], "stride": [24, 24]},
@@ -122,10 +124,10 @@ def test_evaluate_writes_table_and_figures(tiny_run):
     assert batch.shape == (2, 40, 56) and torch.equal(batch[0], pred)
     # batched evaluation gives the same confusion matrix
     from reinlite.evaluate import evaluate_dataset
-    from reinlite.train import build_dataset
+    from reinlite.data.pipeline import build_dataset
     ds = build_dataset(cfg, "cityscapes", "val")
     one = evaluate_dataset(model, ds, cfg, progress=False)
-    cfg2 = {**cfg, "eval": {**cfg["eval"], "batch_size": 2}}
+    cfg2 = load_config(cfg, ["eval.batch_size=2"])
     two = evaluate_dataset(model, ds, cfg2, progress=False)
     assert two.sum() == one.sum() and (two - one).abs().sum() <= 8  # equal up to float ties
 
@@ -155,8 +157,8 @@ def test_cli_eval_and_predict(tiny_run, capsys, tmp_path):
 
 
 def test_run_demo_prints_the_table(tiny_run, capsys):
-    from reinlite.evaluate import run_demo
-    from reinlite.train import load_config as lc
+    from reinlite.demo import run_demo
+    lc = load_config
 
     cfg = json.loads((tiny_run / "run" / "config.json").read_text())
     res = run_demo(lc(cfg))  # the run is finished: resume is a no-op, then evaluation
@@ -164,3 +166,16 @@ def test_run_demo_prints_the_table(tiny_run, capsys):
     assert "| mIoU |" in out and "mean mIoU over the unseen target domains" in out
     assert set(res["domains"]) == {"gta", "cityscapes", "bdd100k"}
     assert (tiny_run / "run" / "eval" / "confusion.png").is_file()
+
+
+def test_keep_ratio_resize_is_mmsegs():
+    from reinlite.config import EvalConfig
+    from reinlite.evaluate import domain_resize, keep_ratio_size
+
+    assert keep_ratio_size(1024, 2048, (512, 1024)) == (512, 1024)    # Cityscapes
+    assert keep_ratio_size(720, 1280, (720, 1280)) == (720, 1280)     # BDD100K
+    assert keep_ratio_size(750, 1000, (512, 1024)) == (512, 683)      # a 4:3 Mapillary image, halved
+    e = EvalConfig(resize={"mapillary": [512, 1024]}, keep_ratio=True)
+    assert domain_resize(e, "mapillary", (1500, 2000)) == (512, 683)
+    assert domain_resize(e, "cityscapes", (1500, 2000)) is None
+    assert domain_resize(EvalConfig(resize=[64, 128]), "x", (10, 10)) == (64, 128)

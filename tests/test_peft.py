@@ -45,7 +45,12 @@ def test_paper_counts_for_dinov2_large():
     # Table 3 of the paper: LoRA 0.79M (r=8), AdaptFormer 3.17M, VPT 3.69M, Rein 2.99M; full 304.20M
     expected = dict(rein=2_990_081, frozen=0, full=304_198_656, lora=786_432, vpt=3_686_400,
                     adaptformer=3_171_840)
-    args = dict(rein={}, lora=dict(rank=8), vpt=dict(num_prompts=150), adaptformer=dict(bottleneck=64))
+    from dataclasses import asdict
+
+    from reinlite.config import load_config
+
+    release_rein = asdict(load_config("gta2cs_dinov2_large").model.rein)  # m 100, r 16, Q 256
+    args = dict(rein=release_rein, lora=dict(rank=8), vpt=dict(num_prompts=150), adaptformer=dict(bottleneck=64))
     for method, count in expected.items():
         with torch.device("meta"):  # shapes only
             bb = build_peft_backbone(method, "vit_large_patch14_dinov2", img_size=512, patch_size=16,

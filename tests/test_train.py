@@ -8,10 +8,12 @@ import pytest
 import torch
 
 from reinlite import cli
-from reinlite.checkpoint import CheckpointError
-from reinlite.train import (ConfigError, NonFiniteLoss, StepBatchSampler, TrainAugment,
-                            build_model, load_config, load_model, load_trainable,
-                            param_groups, poly_lr, read_checkpoint, train)
+from reinlite.checkpoint import CheckpointError, load_trainable, read_run_checkpoint
+from reinlite.config import ConfigError, load_config
+from reinlite.data.pipeline import StepBatchSampler
+from reinlite.model import build_model, load_model
+from reinlite.optim import param_groups, poly_lr
+from reinlite.train import NonFiniteLoss, train
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -28,7 +30,7 @@ def tiny_cfg(tmp_path, **over):
                            "mask_dim": 32, "pixel_decoder": "fpn"}},
         "loss": {"num_points": 64},
         "data": {"kind": "random", "crop_size": [32, 32], "random_size": [40, 48],
-                 "random_count": 5, "num_workers": 0},
+                 "random_count": 5, "num_workers": 0, "short_sides": None, "scale_range": [0.5, 2.0]},
         "optim": {"iters": 5, "batch_size": 2, "lr": 1e-3, "grad_clip": 1.0},
         "train": {"log_every": 1, "ckpt_every": 2, "progress": False},
     }
@@ -38,36 +40,7 @@ def tiny_cfg(tmp_path, **over):
 
 
 def weights(run_dir):
-    return read_checkpoint(Path(run_dir) / "checkpoint.safetensors")[0]
-
-
-def test_config_errors_name_the_key(tmp_path):
-    with pytest.raises(ConfigError, match=r"'optim.lrr'.*did you mean 'optim.lr'"):
-        load_config({"optim": {"lrr": 1.0}})
-    with pytest.raises(ConfigError, match=r"'optim.iterz'"):
-        load_config({}, ["optim.iterz=3"])
-    with pytest.raises(ConfigError, match=r"'model.rein.rnak'.*did you mean 'model.rein.rank'"):
-        load_config({"model": {"rein": {"rnak": 4}}})
-    with pytest.raises(ConfigError, match="key=value"):
-        load_config({}, ["optim.iters"])
-    with pytest.raises(FileNotFoundError, match="course"):
-        load_config("no_such_config")
-    cfg = load_config({}, ["optim.iters=7", "model.head.pixel_decoder=fpn", "model.rein=null",
-                           "eval.resize=[64,128]"])
-    assert cfg["optim"]["iters"] == 7 and cfg["model"]["head"]["pixel_decoder"] == "fpn"
-    assert cfg["model"]["rein"] is None and cfg["eval"]["resize"] == [64, 128]
-    # a partial rein dict keeps the other defaults (rank 16, query_dim 256)
-    assert load_config({"model": {"rein": {"num_tokens": 10}}})["model"]["rein"]["rank"] == 16
-
-
-def test_shipped_configs_load():
-    for name in ("course", "gta2cs_dinov2_large"):
-        cfg = load_config(name)
-        assert cfg["name"] == name
-    big = load_config("gta2cs_dinov2_large")
-    assert big["optim"]["iters"] == 40000 and big["optim"]["batch_size"] == 4
-    assert big["model"]["head"]["num_layers"] == 9 and big["model"]["head"]["pixel_decoder"] == "msdeform"
-    assert big["eval"]["crop"] == [512, 512] and big["eval"]["stride"] == [341, 341]
+    return read_run_checkpoint(Path(run_dir) / "checkpoint.safetensors")[0]
 
 
 def test_cli_reports_bad_keys(tmp_path, capsys):
@@ -83,7 +56,7 @@ def test_poly_lr_and_param_groups(tmp_path):
     assert poly_lr(1e-4, 50, 100) == pytest.approx(1e-4 * 0.5 ** 0.9)
     assert poly_lr(1e-4, 100, 100) == 0.0
     torch.manual_seed(0)
-    model = build_model(load_config(tiny_cfg(tmp_path)))
+    model = build_model(load_config(tiny_cfg(tmp_path)).model)
     decay, no_decay = param_groups(model, 0.05)
     assert decay["weight_decay"] == 0.05 and no_decay["weight_decay"] == 0.0
     nd = set(no_decay["names"])
@@ -106,19 +79,6 @@ def test_sampler_is_a_function_of_the_step():
     assert sorted(idx) == list(range(7))
 
 
-def test_augment_shapes_and_determinism():
-    aug = TrainAugment((32, 48), scale_range=(0.5, 2.0))
-    img = torch.randint(0, 255, (3, 40, 60), dtype=torch.uint8)
-    lab = torch.randint(0, 5, (40, 60))
-    a = aug(img, lab, torch.Generator().manual_seed(5))
-    b = aug(img, lab, torch.Generator().manual_seed(5))
-    assert a[0].shape == (3, 32, 48) and a[1].shape == (32, 48) and a[0].dtype == torch.uint8
-    assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
-    small = TrainAugment((64, 64), scale_range=(1.0, 1.0), photometric=False)
-    i2, l2 = small(img, lab, torch.Generator().manual_seed(0))
-    assert i2.shape == (3, 64, 64) and (l2 == 255).any()  # padded with ignore
-
-
 def test_exact_resume_after_a_crash(tmp_path):
     ref = train(load_config(tiny_cfg(tmp_path, out_dir=str(tmp_path / "ref"))))
     assert ref["step"] == 5
@@ -130,7 +90,7 @@ def test_exact_resume_after_a_crash(tmp_path):
     cfg = load_config(tiny_cfg(tmp_path, out_dir=str(tmp_path / "b")))
     with pytest.raises(KeyboardInterrupt):
         train(cfg, on_step=crash)
-    assert read_checkpoint(tmp_path / "b")[1]["step"] == "2"  # last checkpoint before the crash
+    assert read_run_checkpoint(tmp_path / "b")[1]["step"] == "2"  # last checkpoint before the crash
     res = train(cfg)
     assert res["step"] == 5 and len(res["losses"]) == 3
     a, b = weights(tmp_path / "ref"), weights(tmp_path / "b")
@@ -153,8 +113,8 @@ def test_non_finite_loss_stops_and_keeps_checkpoint(tmp_path, monkeypatch):
 
     orig = T.build_criterion
 
-    def bad_criterion(cfg):
-        crit = orig(cfg)
+    def bad_criterion(*args):
+        crit = orig(*args)
         calls = {"n": 0}
         fwd = crit.forward
 
@@ -172,7 +132,7 @@ def test_non_finite_loss_stops_and_keeps_checkpoint(tmp_path, monkeypatch):
     cfg = load_config(tiny_cfg(tmp_path))
     with pytest.raises(NonFiniteLoss, match=r"at step 3.*last good checkpoint .*step 2"):
         train(cfg)
-    w, meta = read_checkpoint(tmp_path / "run")
+    w, meta = read_run_checkpoint(tmp_path / "run")
     assert meta["step"] == "2" and all(torch.isfinite(v).all() for v in w.values())
 
 
@@ -183,7 +143,7 @@ def test_checkpoint_of_another_model_lists_keys(tmp_path):
     other = load_config(tiny_cfg(tmp_path), ["model.rein.rank=null", "model.head.num_layers=3"])
     torch.manual_seed(0)
     with pytest.raises(CheckpointError) as err:
-        load_trainable(build_model(other), weights(tmp_path / "run"), "ckpt")
+        load_trainable(build_model(other.model), weights(tmp_path / "run"), "ckpt")
     msg = str(err.value)
     assert "missing keys" in msg and "backbone.rein.learnable_tokens" in msg
     assert "unexpected keys" in msg and "backbone.rein.learnable_tokens_a" in msg
@@ -201,7 +161,7 @@ def test_ddp_two_gloo_processes(tmp_path):
          "-m", "reinlite.cli", "train", "--config", str(path)],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=180)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    w, meta = read_checkpoint(tmp_path / "run")
+    w, meta = read_run_checkpoint(tmp_path / "run")
     assert meta["step"] == "3"
     assert all(torch.isfinite(v).all() for v in w.values())
 
@@ -216,7 +176,7 @@ def test_baseline_methods_build_and_step(tmp_path, method):
     assert "head.query_embed.weight" in w  # learned queries without Rein
     if method == "full":
         assert "backbone.vit.pos_embed" in w
-        nd = param_groups(build_model(cfg), 0.05)[1]["names"]
+        nd = param_groups(build_model(cfg.model), 0.05)[1]["names"]
         assert "backbone.vit.pos_embed" in nd and "backbone.vit.cls_token" in nd
     if method == "lora":
         assert any(k.startswith("backbone.peft") for k in w)
@@ -230,3 +190,67 @@ def test_cli_missing_benchmark_and_config(tmp_path, capsys):
     assert cli.main(["train", "--config", "cuorse"]) == 2
     err = capsys.readouterr().err
     assert "config 'cuorse' not found" in err and "course" in err
+
+
+def test_backbone_lr_mult_scales_the_backbone_groups(tmp_path):
+    from reinlite.optim import build_optimizer, set_lr
+
+    cfg = load_config(tiny_cfg(tmp_path), ["model.method=full", "optim.backbone_lr_mult=0.1"])
+    torch.manual_seed(0)
+    model = build_model(cfg.model)
+    groups = param_groups(model, 0.05, 0.1)
+    for g in groups:
+        assert all(n.startswith("backbone.") for n in g["names"]) == (g["lr_mult"] == 0.1)
+    assert {g["lr_mult"] for g in groups} == {0.1, 1.0}
+    opt = build_optimizer(model, cfg.optim)
+    set_lr(opt, 1e-3)
+    lrs = sorted({round(g["lr"], 12) for g in opt.param_groups})
+    assert lrs == [1e-4, 1e-3]
+
+
+def test_resume_refuses_a_changed_config(tmp_path):
+    cfg = load_config(tiny_cfg(tmp_path, optim={"iters": 2}))
+    train(cfg)
+    changed = load_config(tiny_cfg(tmp_path, optim={"iters": 2}), ["optim.lr=0.0001"])
+    with pytest.raises(ConfigError, match=r"optim.lr: 0.001 in the run, 0.0001 now[\s\S]*train.resume=none"):
+        train(changed)
+    before = weights(tmp_path / "run")
+    # extending the run (more iterations) is allowed and continues from step 2
+    longer = load_config(tiny_cfg(tmp_path, optim={"iters": 3}))
+    assert train(longer)["step"] == 3
+    # starting over is the other way out
+    fresh = load_config(tiny_cfg(tmp_path, optim={"iters": 2}), ["optim.lr=0.0001", "train.resume=none"])
+    assert train(fresh)["step"] == 2
+    assert any(not torch.equal(before[k], v) for k, v in weights(tmp_path / "run").items())
+
+
+def test_checkpoint_records_the_method_and_rebuilds_it(tmp_path):
+    cfg = load_config(tiny_cfg(tmp_path, optim={"iters": 1}),
+                      ["model.method=lora", "model.method_kwargs.rank=2", "data.crop_size=[64,64]"])
+    train(cfg)
+    model, stored = load_model(tmp_path / "run")
+    assert stored.model.method == "lora" and stored.model.method_kwargs == {"rank": 2}
+    assert model.backbone.method == "lora"
+
+
+def test_ship_run_and_load_it_back(tmp_path, monkeypatch):
+    import hashlib
+
+    import reinlite.backbone as B
+    from reinlite import course
+
+    cfg = load_config(tiny_cfg(tmp_path, optim={"iters": 1}))
+    train(cfg)
+    (tmp_path / "run" / "eval").mkdir()
+    (tmp_path / "run" / "eval" / "metrics.json").write_text(json.dumps(
+        {"mean": 1.5, "targets": ["cityscapes"], "domains": {"cityscapes": {"miou": 1.5}}}))
+    monkeypatch.setattr(B, "WEIGHTS_DIR", tmp_path / "weights")
+    (tmp_path / "weights").mkdir()
+    monkeypatch.delenv("REINLITE_CHECKPOINT", raising=False)
+    path = course.ship_run(tmp_path / "run", "tiny", command="reinlite train ...")
+    record = json.loads(path.with_suffix(".json").read_text())
+    assert record["sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
+    assert record["evaluation"]["mean_targets"] == 1.5 and record["step"] == 1
+    assert course.find_checkpoint("tiny") == path
+    model, stored = load_model(path)
+    assert stored == cfg

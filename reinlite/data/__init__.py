@@ -4,7 +4,8 @@ Submodules:
     classes     19 train classes, palette, id -> train id tables (GTA5 / Cityscapes, SYNTHIA,
                 Mapillary v1.2, BDD100K)
     datasets    GTA5, SYNTHIA, Cityscapes, BDD100K, Mapillary, ACDC folder datasets
-    transforms  the release's augmentation recipe parameterised by crop size
+    transforms  the one training augmentation (the release's recipe, mmseg semantics)
+    pipeline    datasets by domain, the step-indexed sampler (exact resume)
     hf          Hugging Face ``datasets`` conversion and offline reload
     synthetic   procedural street scenes (numpy only), the embedded benchmark's renderer
     benchmark   writes / reads the embedded benchmark in the real layouts
@@ -18,7 +19,7 @@ def __getattr__(name):  # lazy: the torch-based parts load on first use
     lazy = {"GTA5": "datasets", "SYNTHIA": "datasets", "Cityscapes": "datasets",
             "BDD100K": "datasets", "Mapillary": "datasets", "ACDC": "datasets",
             "SegmentationFolder": "datasets", "build_dataset": "datasets",
-            "train_transforms": "transforms", "eval_transforms": "transforms",
+            "TrainAugment": "transforms", "normalize": "transforms",
             "to_hf_dataset": "hf", "load_hf_dataset": "hf",
             "write_benchmark": "benchmark", "benchmark_datasets": "benchmark"}
     if name in lazy:

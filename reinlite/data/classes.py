@@ -104,26 +104,27 @@ MAPILLARY_V12 = (
     ("void--ego-vehicle", (120, 10, 10)), ("void--unlabeled", (0, 0, 0)),
 )
 
-#: Mapillary v1.2 class name -> train id (every other name -> 255). Flat surfaces drivable by
-#: cars (lanes, markings on them, manholes) are road; curbs and pedestrian areas sidewalk; all
-#: pole-like supports pole; only the *front* of traffic signs is a traffic sign (Cityscapes
-#: labels sign backs as ignore too); all riders are rider; rail vehicles are train.
+#: Mapillary v1.2 class name -> train id (every other name -> 255), as the release's converter
+#: (tools/convert_datasets/mapillary2cityscape.py) maps the readable names: lanes, markings,
+#: crosswalks and parking are road (manholes and potholes are ignored); curbs and pedestrian
+#: areas sidewalk; poles and street lights pole; traffic-sign fronts, backs and frames are
+#: traffic sign; terrain only (sand is ignored); all riders are rider; rail vehicles train.
 MAPILLARY_V12_TO_TRAIN = {
     "construction--flat--road": 0, "construction--flat--bike-lane": 0,
     "construction--flat--service-lane": 0, "construction--flat--crosswalk-plain": 0,
-    "marking--crosswalk-zebra": 0, "marking--general": 0, "object--manhole": 0,
-    "object--pothole": 0,
+    "marking--crosswalk-zebra": 0, "marking--general": 0, "construction--flat--parking": 0,
     "construction--flat--sidewalk": 1, "construction--barrier--curb": 1,
     "construction--flat--curb-cut": 1, "construction--flat--pedestrian-area": 1,
     "construction--structure--building": 2,
     "construction--barrier--wall": 3,
     "construction--barrier--fence": 4,
     "object--support--pole": 5, "object--support--utility-pole": 5,
-    "object--street-light": 5, "object--support--traffic-sign-frame": 5,
+    "object--street-light": 5,
     "object--traffic-light": 6,
-    "object--traffic-sign--front": 7,
+    "object--traffic-sign--front": 7, "object--traffic-sign--back": 7,
+    "object--support--traffic-sign-frame": 7,
     "nature--vegetation": 8,
-    "nature--terrain": 9, "nature--sand": 9,
+    "nature--terrain": 9,
     "nature--sky": 10,
     "human--person": 11,
     "human--rider--bicyclist": 12, "human--rider--motorcyclist": 12,

@@ -2,10 +2,10 @@
 
 Each ``convert_*`` writes train-id label PNGs (uint8, 0..18, 255 = ignore) next to, or instead
 of, the original labels, fixes what the raw downloads get wrong for training (GTA5's few
-image/label size mismatches, SYNTHIA's 16-bit labels, Mapillary's very large images) and
-returns a ``Report`` (counts, and every file it skipped or changed, by name). Nothing is
-skipped silently: ``Report.summary()`` lists the counts and ``Report.ok`` is False when a file
-had to be skipped. The command-line wrappers live in ``data_scripts/convert_*.py``.
+image/label size mismatches, SYNTHIA's 16-bit labels), halves Mapillary's validation set as the
+Rein release does, and returns a ``Report`` (counts, and every file it skipped or changed, by
+name). Nothing is skipped silently: ``Report.summary()`` lists the counts and ``Report.ok`` is
+False when a file had to be skipped. The command-line wrappers live in ``data_scripts/convert_*.py``.
 
 These datasets need registration, so nothing is downloaded automatically; each function's
 docstring says where to get the data.
@@ -171,15 +171,30 @@ def convert_bdd100k(root, out=None, splits=("train", "val")) -> Report:
     return rep
 
 
-def convert_mapillary(root, out, short_side: int = 1024, splits=("training", "validation")) -> Report:
-    """Mapillary Vistas v1.2 -> ``out`` with images resized (short side ``short_side``, JPEG
-    quality 95) and train-id labels (nearest) {stem}_labelTrainIds.png, mapped by class name.
+def convert_mapillary(root, out, short_side: int | None = None, splits=("training", "validation"),
+                      halve=("validation",)) -> Report:
+    """Mapillary Vistas v1.2 -> ``out``: train-id labels {stem}_labelTrainIds.png mapped by
+    class name, and the images, sized as the Rein release does.
+
+    The release evaluates on a validation set *halved* by its converter: every image and its
+    label to (W // 2, H // 2), the image bicubic (saved as JPEG with Pillow's default quality),
+    the train-id label nearest; at test time the halved image is resized to fit 1024 x 512
+    keeping its aspect ratio and compared with the halved label. Its training split keeps the
+    native size. By default this does the same: the splits in ``halve`` are halved, the others
+    keep their native size (the image is copied byte for byte). ``short_side=N`` instead
+    resizes every split so that its short side is N (bicubic / nearest; JPEG quality 95), e.g.
+    for a small course copy.
 
     Get "Mapillary Vistas Dataset (research edition)" from
     https://www.mapillary.com/dataset/vistas and unzip it into ROOT (ROOT/training,
     ROOT/validation, ROOT/config_v1.2.json).
     """
     root, out = Path(root), Path(out)
+    if short_side is not None and int(short_side) <= 0:
+        raise ValueError(f"short_side must be a positive int or None, got {short_side!r}")
+    if out.resolve() == root.resolve():
+        raise ValueError(f"convert_mapillary writes resized images: out must not be the download "
+                         f"itself ({root}); pass another folder")
     rep = Report("Mapillary")
     found = False
     for split in splits:
@@ -203,13 +218,25 @@ def convert_mapillary(root, out, short_side: int = 1024, splits=("training", "va
             if train.shape != (h, w):
                 rep.resized.append((str(raw), f"label {train.shape[1]}x{train.shape[0]} -> image {w}x{h}"))
                 train = np.array(Image.fromarray(train).resize((w, h), Image.NEAREST))
-            s = short_side / min(h, w)
-            nh, nw = max(int(round(h * s)), 1), max(int(round(w * s)), 1)
             dst_img = out / split / "images" / f"{img_p.stem}.jpg"
             dst_img.parent.mkdir(parents=True, exist_ok=True)
-            Image.fromarray(img).resize((nw, nh), Image.BICUBIC).save(dst_img, quality=95)
-            _save_ids(np.array(Image.fromarray(train).resize((nw, nh), Image.NEAREST)),
-                      out / split / "v1.2" / "labels" / f"{img_p.stem}_labelTrainIds.png")
+            if short_side is not None:
+                s = int(short_side) / min(h, w)
+                size, quality = (max(int(round(w * s)), 1), max(int(round(h * s)), 1)), 95
+            elif split in halve:
+                size, quality = (max(w // 2, 1), max(h // 2, 1)), None   # the release's resize_half
+            else:
+                size, quality = None, None
+            if size is None:
+                if img_p.suffix.lower() in (".jpg", ".jpeg"):
+                    shutil.copyfile(img_p, dst_img)
+                else:
+                    Image.fromarray(img).save(dst_img, quality=95)
+            else:
+                kw = {} if quality is None else {"quality": quality}
+                Image.fromarray(img).resize(size, Image.BICUBIC).save(dst_img, **kw)
+                train = np.array(Image.fromarray(train).resize(size, Image.NEAREST))
+            _save_ids(train, out / split / "v1.2" / "labels" / f"{img_p.stem}_labelTrainIds.png")
             rep.converted += 1
     if not found:
         Mapillary(root, split=splits[-1])  # raises with the expected layout

@@ -3,8 +3,9 @@
 Every dataset is a ``torch.utils.data.Dataset`` of pairs; ``ds[i]`` returns
 ``(image, mask)``: by default ``image`` float32 [3, H, W] in [0, 1] and ``mask`` int64
 [H, W] train ids (0..18, 255 = ignore). A ``transform(image, mask)`` receives the raw arrays
-(uint8 [H, W, 3] and uint8 [H, W] train ids) and returns what ``__getitem__`` returns (see
-``reinlite.data.transforms``).
+(uint8 [H, W, 3] and uint8 [H, W] train ids) and returns what ``__getitem__`` returns; ``ds.load(i)``
+gives those raw arrays. The training augmentation is ``reinlite.data.transforms.TrainAugment``,
+called with a per-sample generator on ``ds.load(i)`` (not a dataset transform).
 
 Layouts (``root`` is the folder you downloaded / converted):
 

@@ -1,7 +1,7 @@
 """Hugging Face ``datasets`` round trip: convert any reinlite dataset once, reload it offline.
 
     to_hf_dataset(ds, "data/hf/cityscapes_val")          # -> datasets.Dataset, saved to disk
-    hf = load_hf_dataset("data/hf/cityscapes_val", transform=eval_transforms())
+    hf = load_hf_dataset("data/hf/cityscapes_val")
     image, mask = hf[0]                                   # same as ds[0]
 
 Rows hold the original image file's bytes (PNG / JPEG, not re-encoded), the train-id mask as

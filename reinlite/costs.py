@@ -1,8 +1,9 @@
-"""`reinlite bench`: what Rein costs next to the baselines, measured side by side in one run.
+"""`reinlite costs` (alias `reinlite bench`, `make bench`): what Rein costs next to the
+baselines, measured side by side in one run.
 
-    reinlite bench                      # the course configuration on this CPU (a few minutes)
-    reinlite bench --amp bf16           # the same under bf16 autocast
-    reinlite bench --json bench.json --markdown bench.md
+    reinlite costs                      # the course configuration on this CPU (a few minutes)
+    reinlite costs --amp bf16           # the same under bf16 autocast
+    reinlite costs --json costs.json --markdown costs.md
 
 It prints (and writes as markdown and JSON):
 
@@ -44,99 +45,69 @@ METHODS = ("rein", "frozen", "frozen+bwd", "full", "lora", "vpt", "adaptformer")
 TRAINED = ("rein", "full", "lora", "vpt", "adaptformer")  # methods whose backbone part trains
 COUNT_BACKBONES = (("DINOv2-S", "vit_small_patch14_dinov2"), ("DINOv2-B", "vit_base_patch14_dinov2"),
                    ("DINOv2-L", "vit_large_patch14_dinov2"))
-# The course configuration (reinlite/configs/course.json, read when present): batch, crop, head, loss
-COURSE = dict(batch_size=8, crop_size=[128, 128], lr=5e-4, grad_clip=1.0, num_points=2048,
-              rein=dict(num_tokens=32, rank=8, query_dim=128),
-              head=dict(num_classes=19, hidden_dim=128, num_layers=3, num_heads=4, ffn_dim=512,
-                        mask_dim=128, pixel_decoder="fpn"))
-# The course ViT's shape when its config is not shipped yet (data_scripts/pretrain_course_vit.py)
-COURSE_VIT_FALLBACK = dict(embed_dim=192, depth=6, num_heads=3, patch_size=8)
 MMAP_THRESHOLD = 64 * 1024
 
 
 # ----------------------------------------------------------------------------- configuration
-def course_config(num_tokens: int = 100) -> dict[str, Any]:
-    """The configuration the CPU benchmark uses: the course run, with Rein at m = num_tokens."""
-    cfg = json.loads(json.dumps(COURSE))
-    path = Path(__file__).with_name("configs") / "course.json"
-    if path.is_file():
-        c = json.loads(path.read_text())
-        model, optim = c.get("model", {}), c.get("optim", {})
-        cfg["head"].update(model.get("head", {}))
-        cfg["rein"].update(model.get("rein") or {})
-        cfg["batch_size"] = optim.get("batch_size", cfg["batch_size"])
-        cfg["lr"] = optim.get("lr", cfg["lr"])
-        cfg["grad_clip"] = optim.get("grad_clip", cfg["grad_clip"])
-        cfg["crop_size"] = list(c.get("data", {}).get("crop_size", cfg["crop_size"]))
-        cfg["num_points"] = c.get("loss", {}).get("num_points", cfg["num_points"])
-        cfg["source"] = str(path.name)
-    cfg["rein"]["num_tokens"] = num_tokens
-    cfg["head"]["num_queries"] = num_tokens  # the baselines learn as many queries as Rein has tokens
-    cfg["backbone"] = course_backbone()
-    return cfg
+def describe(run, note: str) -> dict[str, Any]:
+    """The bench's view of a run config (reinlite.config.Config): the config itself (``run``,
+    what every model is built from) and the facts the report prints."""
+    from dataclasses import asdict
+
+    return dict(run=run.to_dict(), backbone=dict(name=run.model.backbone, note=note),
+                crop_size=list(run.data.crop_size), batch_size=run.optim.batch_size,
+                head=asdict(run.model.head), rein=asdict(run.model.rein), source=run.name)
 
 
-def course_backbone() -> dict[str, Any]:
-    """How to build the course ViT: shipped weights, else its shape with random weights."""
-    from .backbone import WEIGHTS_DIR
+def course_config(num_tokens: int = 100, overrides: Sequence[str] = ()) -> dict[str, Any]:
+    """The course run (reinlite/configs/course.json) with Rein at m = ``num_tokens``; the
+    baselines learn as many queries. The ViT is built at the crop size."""
+    from .config import load_config
 
-    if (WEIGHTS_DIR / "course_vit.safetensors").is_file() and (WEIGHTS_DIR / "course_vit.json").is_file():
-        return dict(name="course_vit", pretrained=True, model_kwargs={}, note="course_vit (shipped weights)")
-    if (WEIGHTS_DIR / "course_vit.json").is_file():
-        return dict(name="course_vit", pretrained=False, model_kwargs={},
-                    note="course_vit shape from course_vit.json, random weights (weights not shipped yet)")
-    kw = dict(COURSE_VIT_FALLBACK)
-    patch = kw.pop("patch_size")
-    return dict(name="vit_tiny_patch16_224", pretrained=False, patch_size=patch, model_kwargs=kw,
-                note="ViT dim 192, depth 6, patch 8, random weights (course_vit not shipped yet)")
+    run = load_config("course", [f"model.rein.num_tokens={num_tokens}", *overrides])
+    return describe(run, f"{run.model.backbone} (shipped weights)")
 
 
 def tiny_config() -> dict[str, Any]:
     """A seconds-long configuration for tests."""
-    return dict(batch_size=1, crop_size=[32, 32], lr=1e-3, grad_clip=1.0, num_points=64,
-                rein=dict(num_tokens=4, rank=2, query_dim=16),
-                head=dict(num_classes=19, hidden_dim=16, num_layers=1, num_heads=2, ffn_dim=32,
-                          mask_dim=16, pixel_decoder="fpn", num_queries=4),
-                backbone=dict(name="vit_tiny_patch16_224", pretrained=False, patch_size=16,
-                              model_kwargs=dict(depth=4, embed_dim=32, num_heads=2), note="tiny ViT (dim 32, depth 4)"),
-                source="tiny")
+    from .config import load_config
+
+    run = load_config("course", [
+        "name=tiny", "optim.batch_size=1", "data.crop_size=[32,32]", "model.img_size=[32,32]",
+        "loss.num_points=64", 'model.rein={"num_tokens": 4, "rank": 2, "query_dim": 16}',
+        'model.head={"hidden_dim": 16, "num_layers": 1, "num_heads": 2, "ffn_dim": 32, "mask_dim": 16}',
+        "model.backbone=vit_tiny_patch16_224", "model.pretrained=false", "model.patch_size=16",
+        'model.backbone_kwargs={"depth": 4, "embed_dim": 32, "num_heads": 2}'])
+    return describe(run, "tiny ViT (dim 32, depth 4)")
 
 
 # ----------------------------------------------------------------------------- one measurement
-def _method_kwargs(method: str, cfg: dict, num_prompts: int) -> tuple[str, dict]:
-    if method == "rein":
-        return "rein", dict(cfg["rein"])
-    if method in ("frozen", "frozen+bwd"):
-        return "frozen", {}
-    if method == "lora":
-        return "lora", dict(rank=8)
-    if method == "vpt":
-        return "vpt", dict(num_prompts=num_prompts)
-    if method == "adaptformer":
-        return "adaptformer", dict(bottleneck=64)
-    if method == "full":
-        return "full", {}
-    raise ValueError(f"unknown bench method {method!r}; choose from {', '.join(METHODS)}")
+BASELINE_KWARGS = dict(lora=dict(rank=8), adaptformer=dict(bottleneck=64))
+
+
+def run_config(method: str, cfg: dict, num_prompts: int = 50):
+    """The run config (reinlite.config.Config) of ``method`` on the bench's ``cfg``."""
+    from dataclasses import replace
+
+    from .config import from_dict
+
+    if method not in METHODS:
+        raise ValueError(f"unknown bench method {method!r}; choose from {', '.join(METHODS)}")
+    run = from_dict(cfg["run"])
+    base = "frozen" if method == "frozen+bwd" else method
+    kwargs = dict(num_prompts=num_prompts) if base == "vpt" else BASELINE_KWARGS.get(base, {})
+    return replace(run, model=replace(run.model, method=base, method_kwargs=dict(kwargs)))
 
 
 def build_model(method: str, cfg: dict, num_prompts: int = 50):
-    """(backbone, head) for ``method`` on ``cfg`` (the bench's config dict)."""
-    from .head import Mask2FormerHead
-    from .peft import build_peft_backbone
+    """(backbone, head) for ``method`` on ``cfg``, through the one builder (reinlite.model)."""
+    from .model import build_model as build
 
-    base, kwargs = _method_kwargs(method, cfg, num_prompts)
-    b = cfg["backbone"]
-    bb = build_peft_backbone(base, b["name"], pretrained=b["pretrained"], img_size=tuple(cfg["crop_size"]),
-                             patch_size=b.get("patch_size"), model_kwargs=b.get("model_kwargs", {}), **kwargs)
+    model = build(run_config(method, cfg, num_prompts).model)
+    bb, head = model.backbone, model.head
     if method == "frozen+bwd":  # the gradient flows back through every frozen block (no weight grads)
         bb.vit.blocks[0].register_forward_pre_hook(
             lambda module, args: (args[0].detach().requires_grad_(True),) + tuple(args[1:]))
-    head_kw = dict(cfg["head"])
-    if method == "rein":
-        head_kw["num_queries"] = cfg["rein"]["num_tokens"]
-        head = Mask2FormerHead(bb.embed_dim, query_source="rein", query_dim=cfg["rein"]["query_dim"], **head_kw)
-    else:
-        head = Mask2FormerHead(bb.embed_dim, query_source="learned", query_dim=head_kw["hidden_dim"], **head_kw)
     return bb.train(), head.train()
 
 
@@ -148,15 +119,15 @@ def _batch(cfg: dict, seed: int = 0):
     from .data.classes import CITYSCAPES_LUT
     from .data.synthetic import render_sample
 
+    from .data.transforms import normalize
+
     h, w = cfg["crop_size"]
     images, labels = [], []
     for i in range(cfg["batch_size"]):
         out = render_sample(np.random.SeedSequence([777, seed, i]), "gta", size=(h, w))
-        images.append(torch.from_numpy(out["image"]).permute(2, 0, 1).float() / 255)
+        images.append(torch.from_numpy(out["image"]).permute(2, 0, 1))
         labels.append(torch.from_numpy(CITYSCAPES_LUT[out["label"]].astype(np.int64)))
-    mean = torch.tensor([0.485, 0.456, 0.406])[:, None, None]
-    std = torch.tensor([0.229, 0.224, 0.225])[:, None, None]
-    return (torch.stack(images) - mean) / std, torch.stack(labels)
+    return normalize(torch.stack(images)), torch.stack(labels)
 
 
 def _rss_bytes() -> int:
@@ -198,7 +169,7 @@ def measure(method: str, cfg: dict, steps: int = 5, warmup: int = 2, amp: str = 
     """
     import torch
 
-    from .losses import Mask2FormerLoss
+    from .model import build_criterion
 
     torch.set_num_threads(threads)
     torch.manual_seed(seed)
@@ -207,9 +178,10 @@ def measure(method: str, cfg: dict, steps: int = 5, warmup: int = 2, amp: str = 
     bb.to(dev), head.to(dev)
     images, labels = _batch(cfg, seed)
     images, labels = images.to(dev), labels.to(dev)
-    criterion = Mask2FormerLoss(num_classes=cfg["head"]["num_classes"], num_points=cfg["num_points"]).to(dev)
+    run = run_config(method, cfg, num_prompts)
+    criterion = build_criterion(run.loss, run.model.head.num_classes).to(dev)
     params = bb.trainable_parameters() + (list(head.parameters()) if part == "step" else [])
-    optimizer = torch.optim.AdamW(params, lr=cfg["lr"], weight_decay=0.05) if params else None
+    optimizer = torch.optim.AdamW(params, lr=run.optim.lr, weight_decay=run.optim.weight_decay) if params else None
     trainable = sum(p.numel() for p in bb.trainable_parameters())
     use_amp = amp == "bf16"
 
@@ -230,8 +202,8 @@ def measure(method: str, cfg: dict, steps: int = 5, warmup: int = 2, amp: str = 
             optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if optimizer is not None:
-            if cfg.get("grad_clip"):
-                torch.nn.utils.clip_grad_norm_(params, cfg["grad_clip"])
+            if run.optim.grad_clip:
+                torch.nn.utils.clip_grad_norm_(params, run.optim.grad_clip)
             optimizer.step()
 
     def sync():
@@ -272,7 +244,7 @@ def _worker_main(argv: Sequence[str]) -> int:
 
 
 def _spawn(spec: dict, env: dict) -> dict:
-    proc = subprocess.run([sys.executable, "-m", "reinlite.bench", "_worker", json.dumps(spec)],
+    proc = subprocess.run([sys.executable, "-m", "reinlite.costs", "_worker", json.dumps(spec)],
                           capture_output=True, text=True, env=env)
     for line in proc.stdout.splitlines():
         if line.startswith("BENCH_RESULT "):
@@ -322,8 +294,12 @@ def parameter_counts(backbones=COUNT_BACKBONES, num_prompts: int = 150) -> dict[
 
     from .peft import build_peft_backbone
 
-    args = dict(rein=dict(num_tokens=100, rank=16, query_dim=256), lora=dict(rank=8),
-                vpt=dict(num_prompts=num_prompts), adaptformer=dict(bottleneck=64))
+    from dataclasses import asdict
+
+    from .config import load_config
+
+    release = load_config("gta2cs_dinov2_large")
+    args = dict(rein=asdict(release.model.rein), vpt=dict(num_prompts=num_prompts), **BASELINE_KWARGS)
     table: dict[str, dict[str, int]] = {}
     for label, name in backbones:
         row = {}
@@ -335,7 +311,6 @@ def parameter_counts(backbones=COUNT_BACKBONES, num_prompts: int = 150) -> dict[
     return table
 
 
-PAPER_COUNTS_L = dict(rein=2_990_081, full=304_198_656, lora=786_432, vpt=3_686_400, adaptformer=3_171_840)
 
 
 # ----------------------------------------------------------------------------- GPU
@@ -346,13 +321,10 @@ def gpu_comparison(methods: Sequence[str], steps: int, warmup: int, log=print) -
     if not torch.cuda.is_available():
         log("GPU comparison (DINOv2-L, 512 x 512): skipped, no GPU on this machine")
         return None
-    cfg = dict(batch_size=4, crop_size=[512, 512], lr=1e-4, grad_clip=None, num_points=12544,
-               rein=dict(num_tokens=100, rank=16, query_dim=256),
-               head=dict(num_classes=19, hidden_dim=256, num_layers=9, num_heads=8, ffn_dim=2048,
-                         mask_dim=256, pixel_decoder="msdeform", num_queries=100),
-               backbone=dict(name="vit_large_patch14_dinov2", pretrained=False, patch_size=16,
-                             model_kwargs={}, note="DINOv2-L/16 shape, random weights"),
-               source="release (gta2cs_dinov2_large)")
+    from .config import load_config
+
+    cfg = describe(load_config("gta2cs_dinov2_large", ["model.pretrained=false"]),
+                   "DINOv2-L/16 shape, random weights")
     env = dict(os.environ)
     out = {}
     for method in methods:
@@ -369,147 +341,10 @@ def gpu_comparison(methods: Sequence[str], steps: int, warmup: int, log=print) -
     return dict(config=cfg, device=torch.cuda.get_device_name(0), results=out)
 
 
-# ----------------------------------------------------------------------------- report
-def _ratio(a: float, b: float) -> float:
-    return a / b if b else float("nan")
-
-
-def summarise(step: dict, backbone: dict) -> dict[str, Any]:
-    """The ratios the issue asks for (targets: overhead <= 0.15, time <= 0.80, memory <= 0.65)."""
-    s = {}
-    if "rein" in step and "frozen+bwd" in step:
-        s["rein_layer_overhead_step"] = _ratio(step["rein"]["median_s"], step["frozen+bwd"]["median_s"]) - 1
-    if "rein" in backbone and "frozen+bwd" in backbone:
-        s["rein_layer_overhead_backbone"] = _ratio(backbone["rein"]["median_s"], backbone["frozen+bwd"]["median_s"]) - 1
-    if "rein" in backbone and "full" in backbone:
-        s["rein_vs_full_time_backbone"] = _ratio(backbone["rein"]["median_s"], backbone["full"]["median_s"])
-        s["rein_vs_full_peak_memory_backbone"] = _ratio(backbone["rein"]["peak_bytes"], backbone["full"]["peak_bytes"])
-    if "frozen" in step and "full" in step:
-        s["frozen_vs_full_time"] = _ratio(step["frozen"]["median_s"], step["full"]["median_s"])
-        s["frozen_vs_full_peak_memory"] = _ratio(step["frozen"]["peak_bytes"], step["full"]["peak_bytes"])
-    if "rein" in step and "frozen" in step:
-        s["rein_vs_frozen_step"] = _ratio(step["rein"]["median_s"], step["frozen"]["median_s"])
-    if "rein" in step and "full" in step:
-        s["rein_vs_full_time"] = _ratio(step["rein"]["median_s"], step["full"]["median_s"])
-        s["rein_vs_full_peak_memory"] = _ratio(step["rein"]["peak_bytes"], step["full"]["peak_bytes"])
-    s["targets"] = dict(rein_layer_overhead_step=0.15, rein_vs_full_time=0.80, rein_vs_full_peak_memory=0.65)
-    s["met"] = {k: bool(s[k] <= v) for k, v in s["targets"].items() if k in s}
-    return s
-
-
-def markdown(report: dict) -> str:
-    lines = []
-    cfg = report["config"]
-    clock = report.get("clock", "cpu")
-    where = ("the course configuration" if cfg["backbone"]["name"] in ("course_vit", "vit_tiny_patch16_224")
-             else f"{cfg['backbone']['name']} with the course head")
-    lines.append(f"### Training step on {where} ({report['device']}, {report['threads']} "
-                 f"thread(s), amp {report['amp']}, ratios from {clock} time)\n")
-    lines.append(f"Backbone: {cfg['backbone']['note']}; crop {cfg['crop_size'][0]}x{cfg['crop_size'][1]}, "
-                 f"batch {cfg['batch_size']}; head {cfg['head']}; Rein m={cfg['rein']['num_tokens']}, "
-                 f"r={cfg['rein']['rank']}, Q={cfg['rein']['query_dim']}. Medians of {report['repeats']} fresh "
-                 f"processes x {report['steps']} steps (after {report['warmup']} warm-up steps), interleaved; "
-                 f"load average during the run {', '.join(f'{x:.1f}' for x in report.get('load_avg', ()))}.\n")
-    step, bb = report["step"], report["backbone"]
-    full = step.get("full")
-    lines.append(f"| method | trainable (backbone) | step {clock} ms (min-max) | step wall ms | step / full | "
-                 "peak memory MiB | peak / full | backbone only: fwd+bwd ms | backbone only: peak MiB |")
-    lines.append("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
-    for m, r in step.items():
-        rt = f"{r['median_s'] / full['median_s']:.2f}" if full else ""
-        rm = f"{r['peak_bytes'] / full['peak_bytes']:.2f}" if full else ""
-        b = f"{bb[m]['median_s'] * 1000:.1f} | {bb[m]['peak_bytes'] / 2**20:.1f}" if m in bb else " | "
-        lines.append(f"| {m} | {r['trainable']:,} | {r['median_s'] * 1000:.1f} "
-                     f"({r['spread_s'][0] * 1000:.0f}-{r['spread_s'][1] * 1000:.0f}) | {r['wall_s'] * 1000:.0f} | "
-                     f"{rt} | {r['peak_bytes'] / 2**20:.1f} | {rm} | {b} |")
-    s = report["summary"]
-    lines.append("")
-    lines.append("| ratio | measured | target | met |")
-    lines.append("|---|---:|---:|---|")
-    names = dict(rein_layer_overhead_step="Rein layer overhead vs frozen+bwd, training step",
-                 rein_layer_overhead_backbone="Rein layer overhead vs frozen+bwd, backbone fwd+bwd only",
-                 rein_vs_frozen_step="Rein step / frozen (head-only) step",
-                 rein_vs_full_time="Rein step / full fine-tuning step",
-                 rein_vs_full_peak_memory="Rein peak memory / full fine-tuning peak memory",
-                 frozen_vs_full_time="frozen (head-only) step / full step: the floor of any method",
-                 frozen_vs_full_peak_memory="frozen (head-only) peak / full peak: the floor of any method",
-                 rein_vs_full_time_backbone="Rein / full, backbone fwd+bwd+update only (no head): time",
-                 rein_vs_full_peak_memory_backbone="Rein / full, backbone fwd+bwd+update only (no head): peak memory")
-    for k, label in names.items():
-        if k in s:
-            t = s["targets"].get(k)
-            lines.append(f"| {label} | {s[k]:+.1%} |" if "overhead" in k else f"| {label} | {s[k]:.2f} |")
-            lines[-1] += (f" {'<= +' + format(t, '.0%') if 'overhead' in k else '<= ' + str(t)} | "
-                          f"{'yes' if s['met'][k] else 'no'} |" if t is not None else " | |")
-    lines.append("")
-    counts = report.get("counts")
-    if counts:
-        lines.append("### Trainable backbone parameters at 512 x 512, patch 16 (meta device)\n")
-        methods = list(next(iter(counts.values())))
-        lines.append("| backbone | " + " | ".join(methods) + " |")
-        lines.append("|---|" + "---:|" * len(methods))
-        for label, row in counts.items():
-            lines.append(f"| {label} | " + " | ".join(f"{row[m]:,}" for m in methods) + " |")
-        if "DINOv2-L" in counts:
-            ok = all(counts["DINOv2-L"][m] == n for m, n in PAPER_COUNTS_L.items())
-            lines.append(f"\nDINOv2-L matches the paper (Rein 2,990,081; LoRA 786,432; VPT 3,686,400; "
-                         f"AdaptFormer 3,171,840; full 304.20M): {'yes' if ok else 'NO'}\n")
-    gpu = report.get("gpu")
-    if gpu:
-        lines.append(f"### DINOv2-L/16 at 512 x 512, release head, batch 4, bf16 ({gpu['device']})\n")
-        res = gpu["results"]
-        full = res.get("full")
-        lines.append("| method | step (ms) | step / full | peak (GiB) | peak / full |")
-        lines.append("|---|---:|---:|---:|---:|")
-        for m, r in res.items():
-            lines.append(f"| {m} | {r['median_s'] * 1000:.0f} | "
-                         f"{r['median_s'] / full['median_s']:.2f} | {r['peak_bytes'] / 2**30:.2f} | "
-                         f"{r['peak_bytes'] / full['peak_bytes']:.2f} |" if full else
-                         f"| {m} | {r['median_s'] * 1000:.0f} | | {r['peak_bytes'] / 2**30:.2f} | |")
-        lines.append("\nPaper (Table 8, DINOv2-L): Rein / full = 9.5 h / 11.2 h = 0.85 in time, 10.0 / 14.7 GB = 0.68 in memory.\n")
-    elif "gpu_skipped" in report:
-        lines.append(f"GPU comparison: {report['gpu_skipped']}\n")
-    return "\n".join(lines)
-
-
-def bench_figure(report: dict, path: str | os.PathLike) -> None:
-    """Bars of step time and peak memory per method, relative to full fine-tuning, with the targets."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    step = report["step"]
-    methods = [m for m in step if m != "frozen+bwd"]
-    full = step.get("full")
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
-    for ax, key, label, target in ((axes[0], "median_s", f"training step ({report.get('clock', 'cpu')} time)", 0.80),
-                                   (axes[1], "peak_bytes", "peak memory", 0.65)):
-        vals = [step[m][key] / full[key] if full else step[m][key] for m in methods]
-        colors = ["tab:red" if m == "rein" else "tab:gray" if m in ("frozen", "full") else "tab:blue" for m in methods]
-        ax.bar(methods, vals, color=colors)
-        for i, v in enumerate(vals):
-            ax.text(i, v + 0.01, f"{v:.2f}", ha="center", va="bottom", fontsize=8)
-        if full:
-            ax.axhline(target, color="tab:red", ls="--", lw=1, label=f"target for Rein: {target}")
-            if "frozen+bwd" in step:
-                ax.axhline(step["frozen+bwd"][key] / full[key], color="black", ls=":", lw=1,
-                           label="frozen+bwd: backprop through the frozen ViT, nothing trained in it")
-            ax.legend(fontsize=7, loc="lower right", framealpha=0.9)
-        ax.set_ylabel(f"{label} / full fine-tuning" if full else label)
-        ax.set_title(label)
-        ax.tick_params(axis="x", rotation=30)
-    cfg = report["config"]
-    fig.suptitle(f"{cfg['backbone']['note']}, crop {cfg['crop_size'][0]}x{cfg['crop_size'][1]}, batch "
-                 f"{cfg['batch_size']}, amp {report['amp']}", fontsize=9)
-    fig.tight_layout()
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-
-
 def run_bench(args) -> int:
     import torch
+
+    from .costs_report import bench_figure, markdown, summarise
 
     if getattr(args, "from_json", None):
         report = json.loads(Path(args.from_json).read_text())
@@ -520,17 +355,24 @@ def run_bench(args) -> int:
         return 0
     log = print
     cfg = tiny_config() if args.tiny else course_config(args.num_tokens)
-    if getattr(args, "backbone", None):
-        cfg["backbone"] = dict(name=args.backbone, pretrained=False, patch_size=args.patch_size, model_kwargs={},
-                               note=f"{args.backbone} shape (patch {args.patch_size or 'own'}), random weights")
-    if args.img_size:
-        cfg["crop_size"] = list(args.img_size)
-    if args.batch_size:
-        cfg["batch_size"] = args.batch_size
+    if getattr(args, "backbone", None) or args.img_size or args.batch_size:
+        from .config import from_dict, load_config
+
+        extra = []
+        if getattr(args, "backbone", None):
+            extra += [f"model.backbone={args.backbone}", "model.pretrained=false",
+                      f"model.patch_size={json.dumps(args.patch_size)}"]
+        if args.img_size:
+            extra += [f"data.crop_size={list(args.img_size)}", f"model.img_size={list(args.img_size)}"]
+        if args.batch_size:
+            extra.append(f"optim.batch_size={args.batch_size}")
+        note = (f"{args.backbone} shape (patch {args.patch_size or 'own'}), random weights"
+                if getattr(args, "backbone", None) else cfg["backbone"]["note"])
+        cfg = describe(load_config(from_dict(cfg["run"]), extra), note)
     methods = args.methods or list(METHODS)
     for m in methods:
-        _method_kwargs(m, cfg, args.num_prompts)  # unknown names fail here
-    log(f"reinlite bench: {cfg['backbone']['note']}, crop {cfg['crop_size']}, batch {cfg['batch_size']}, "
+        run_config(m, cfg, args.num_prompts)  # unknown names fail here
+    log(f"reinlite costs: {cfg['backbone']['note']}, crop {cfg['crop_size']}, batch {cfg['batch_size']}, "
         f"amp {args.amp}, {args.threads} threads, {args.repeats} rounds x {args.steps} steps")
     common = dict(cfg=cfg, repeats=args.repeats, steps=args.steps, warmup=args.warmup, amp=args.amp,
                   threads=args.threads, num_prompts=args.num_prompts, fresh_process=not args.in_process,
@@ -540,7 +382,7 @@ def run_bench(args) -> int:
     bb_methods = [m for m in methods if m in ("rein", "frozen+bwd", "full")]
     backbone = (run_measurements(bb_methods, part="backbone", **common)
                 if {"rein", "frozen+bwd"} <= set(bb_methods) and not getattr(args, "no_backbone_part", False) else {})
-    report = dict(command="reinlite bench " + " ".join(getattr(args, "argv", None) or []), device=platform.processor() or "cpu",
+    report = dict(command="reinlite costs " + " ".join(getattr(args, "argv", None) or []), device=platform.processor() or "cpu",
                   cpu_count=os.cpu_count(), load_avg=os.getloadavg(), clock=args.clock, threads=args.threads,
                   amp=args.amp, repeats=args.repeats,
                   steps=args.steps, warmup=args.warmup, config=cfg, torch=torch.__version__,
@@ -604,7 +446,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["_worker"]:
         return _worker_main(argv[1:])
-    p = argparse.ArgumentParser(prog="reinlite bench", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog="reinlite costs", description=__doc__.splitlines()[0])
     add_arguments(p)
     args = p.parse_args(argv)
     args.argv = argv

@@ -2,7 +2,7 @@
 import json
 import os
 
-from reinlite import bench
+from reinlite import costs as bench
 from reinlite.cli import main
 
 

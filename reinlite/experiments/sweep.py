@@ -1,0 +1,556 @@
+"""The paper's claims in small: Rein vs the baselines, and its ablations, with one budget.
+
+Every run is the course training (``reinlite.train.train``) with the *same* budget
+(iterations, batch, crop, head, learning rate, data); a run changes only config keys:
+``model.method``, ``model.rein.*`` (Rein) or ``model.method_kwargs`` (the baselines), and
+per run ``model.backbone`` / ``model.pretrained`` (``--backbones``). The one builder
+(``reinlite.model.build_model(cfg.model)``) builds every method, so each run's checkpoint
+records its method and rebuilds itself (``reinlite.model.load_model``; the sweep evaluates
+through it). Each run is evaluated on the source's held-out split and every unseen target
+domain; the tables give mean +- standard deviation over seeds per domain.
+
+    reinlite sweep --groups methods --seeds 0 1 2 optim.iters=300
+    reinlite sweep --groups tokens rank pieces --seeds 0 optim.iters=300
+    reinlite sweep --groups methods --only rein frozen full --backbones course_vit course_vit_mae random \\
+        --seeds 0 1 optim.iters=900
+    reinlite sweep --groups methods --only rein frozen full --eval-at 300 600 1200 2500 optim.iters=2500
+    reinlite sweep --list                     # the runs, without running them
+
+Groups:
+  methods  rein | frozen | full (backbone lr x0.1, the authors' corrected config, release issue
+           #45) | lora (r=8) | vpt (prompts=--vpt-prompts) | adaptformer (64) | full_lr1 (full
+           fine-tuning with the backbone at the head's lr: why the multiplier exists)
+  tokens   Rein with m in 2, 10, 25, 50, 100, 200 and the base m (the paper sweeps 25..200; m=1
+           is impossible: token 0 is the "do nothing" sink, so m >= 2). The decoder has m
+           queries, so m also sets how many masks the head can predict.
+  rank     Rein with r in 4, 8, 16, 32 and full rank
+  pieces   tokens only (full rank, no MLPs, no queries: Delta f = S T + f) -> + shared MLPs
+           -> + low rank -> + queries (= Rein). The paper's first step, "Rein-core", has
+           per-layer MLPs (52.84M on DINOv2-L); "tokens only" has none, so it is a smaller
+           first step than the paper's.
+
+Backbones (``--backbones``, default: the config's): ``course_vit`` (proxy-supervised),
+``course_vit_mae`` (self-supervised, MAE-style), ``random`` (a random ViT of the same shape:
+``model.pretrained=false``), or ``LABEL=PATH`` (course_vit's shape with the weights file PATH,
+e.g. an earlier pretraining step).
+
+Learning curves (``--eval-at K1 K2 ...``): each run trains to K1, is evaluated, continues to
+K2 (exact resume from its checkpoint), ... up to ``optim.iters``; every point records the
+per-domain mIoU and, for Rein, the mean pairwise cosine of its queries ``rein.queries()``.
+
+A run whose method, arguments and backbone equal an already finished run at the same seed
+(rank 16 in the rank group, "+ queries" in the pieces group: both are the base Rein) is not
+trained again: its record is copied, with ``same_as`` naming the run it reuses.
+
+Results go to ``--out`` (default docs/sweep): ``results.json`` (every run: method, overrides,
+backbone, trainable parameters, per-domain mIoU, curve, seconds) and ``results.md``. Finished
+runs are skipped, so an interrupted sweep resumes where it stopped (an interrupted training
+resumes from its checkpoint, a learning curve from its last evaluated point). The train
+config's ``key=value`` overrides apply to every run.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Optional, Sequence
+
+log = logging.getLogger(__name__)
+
+GROUPS = ("methods", "tokens", "rank", "pieces")
+REIN_SIZE_KEYS = ("num_tokens", "rank", "query_dim")
+FULL_BACKBONE_LR_MULT = 0.1  # the authors' corrected full fine-tuning (release issue #45)
+BACKBONES = {  # label -> config overrides
+    "course_vit": ["model.backbone=course_vit", "model.pretrained=true"],
+    "course_vit_mae": ["model.backbone=course_vit_mae", "model.pretrained=true"],
+    "random": ["model.backbone=course_vit", "model.pretrained=false"],
+}
+
+
+class SweepError(ValueError):
+    """A results folder that cannot take these runs, or arguments that make no run."""
+
+
+_TOP_LEVEL_KEYS = ("name", "seed", "device", "amp", "threads", "out_dir")
+
+
+def is_override(arg: str) -> bool:
+    """``key=value`` with a dotted config key (or a top-level one such as ``seed``)."""
+    if arg.startswith("-") or "=" not in arg:
+        return False
+    k = arg.split("=", 1)[0]
+    return ("." in k and "/" not in k) or k in _TOP_LEVEL_KEYS
+
+
+# ----------------------------------------------------------------------------- the runs
+def run_specs(groups, rein_base: dict, vpt_prompts: int) -> list[dict]:
+    """(name, group, method, kwargs, overrides) of every run in ``groups``.
+
+    ``kwargs`` are Rein's keywords (method rein) or the baseline's ``method_kwargs``;
+    ``overrides`` are further config keys of the run (e.g. the backbone lr multiplier).
+    """
+    specs: list[dict] = []
+
+    def add(name, group, method, overrides=(), **kw):
+        specs.append(dict(name=name, group=group, method=method, kwargs=kw, overrides=list(overrides)))
+
+    if "methods" in groups:
+        add("rein", "methods", "rein", **rein_base)
+        add("frozen", "methods", "frozen")
+        add("full", "methods", "full", overrides=[f"optim.backbone_lr_mult={FULL_BACKBONE_LR_MULT}"])
+        add("lora", "methods", "lora", rank=8)
+        add("vpt", "methods", "vpt", num_prompts=vpt_prompts)
+        add("adaptformer", "methods", "adaptformer", bottleneck=64)
+        add("full_lr1", "methods", "full", overrides=["optim.backbone_lr_mult=1.0"])
+    if "tokens" in groups:
+        for m in sorted({2, 10, 25, 50, 100, 200, rein_base["num_tokens"]}):  # and the base m
+            add(f"rein_m{m}", "tokens", "rein", **{**rein_base, "num_tokens": m})
+    if "rank" in groups:
+        for r in (4, 8, 16, 32, None):
+            add(f"rein_r{r or 'full'}", "rank", "rein", **{**rein_base, "rank": r})
+    if "pieces" in groups:
+        add("tokens_only", "pieces", "rein",
+            **{**rein_base, "rank": None, "link_to_queries": False, "shared_mlps": False})
+        add("tokens+shared_mlps", "pieces", "rein", **{**rein_base, "rank": None, "link_to_queries": False})
+        add("+low_rank", "pieces", "rein", **{**rein_base, "link_to_queries": False})
+        add("+queries (Rein)", "pieces", "rein", **rein_base)
+    return specs
+
+
+def backbone_overrides(label: Optional[str]) -> list[str]:
+    """Config overrides of a ``--backbones`` entry (None: the config's own backbone)."""
+    if label is None:
+        return []
+    if label in BACKBONES:
+        return list(BACKBONES[label])
+    if "=" in label:
+        _, path = label.split("=", 1)
+        return ["model.backbone=course_vit", f"model.pretrained={path}"]
+    raise SweepError(f"unknown backbone {label!r}: use one of {', '.join(BACKBONES)} or LABEL=PATH")
+
+
+def backbone_label(label: Optional[str]) -> Optional[str]:
+    return label.split("=", 1)[0] if label and "=" in label else label
+
+
+def run_overrides(spec: dict, backbone: Optional[str] = None) -> list[str]:
+    """The config overrides that make ``spec`` (on ``backbone``) out of the sweep's base config."""
+    out = [f"model.method={spec['method']}"]
+    if spec["method"] == "rein":
+        out += [f"model.rein.{k}={json.dumps(v)}" for k, v in spec["kwargs"].items()]
+        out.append("model.method_kwargs={}")
+    else:
+        out.append(f"model.method_kwargs={json.dumps(spec['kwargs'], sort_keys=True)}")
+    return out + list(spec.get("overrides", [])) + backbone_overrides(backbone)
+
+
+def run_name(spec: dict, seed: int, backbone: Optional[str] = None) -> str:
+    name = f"{spec['name']}_s{seed}" + (f"_{backbone_label(backbone)}" if backbone else "")
+    return name.replace(" ", "_").replace("(", "").replace(")", "").replace("+", "plus_")
+
+
+def mean_pairwise_cosine(q) -> float:
+    """Mean cosine similarity between distinct rows of q [m, Q] (1 = identical queries)."""
+    import torch
+
+    q = q.detach().float()
+    cos = torch.nn.functional.cosine_similarity(q[:, None], q[None], dim=-1)
+    return float(cos[~torch.eye(len(q), dtype=torch.bool)].mean())
+
+
+def query_cosine(model) -> Optional[float]:
+    """Mean pairwise cosine of Rein's queries, or None for a model whose queries are not Rein's."""
+    import torch
+
+    rein = getattr(model.backbone, "rein", None)
+    if rein is None:
+        return None
+    with torch.no_grad():
+        q = rein.queries()
+    return None if q is None else mean_pairwise_cosine(q)
+
+
+# ----------------------------------------------------------------------------- one run
+def _evaluate_checkpoint(checkpoint, domains, expect_method: str) -> tuple[dict, object, object]:
+    """Rebuild the run from its checkpoint alone and evaluate it: (results, model, cfg)."""
+    import torch
+
+    from reinlite.evaluate import evaluate
+    from reinlite.model import load_model
+
+    model, cfg = load_model(checkpoint)
+    if cfg.model.method != expect_method:
+        raise SweepError(f"{checkpoint} rebuilt as method {cfg.model.method!r}, expected {expect_method!r}")
+    with torch.no_grad():
+        res = evaluate(model.eval(), cfg, domains, progress=False)
+    return res, model, cfg
+
+
+def run_one(spec: dict, seed: int, base: dict, out: Path, eval_source: bool,
+            backbone: Optional[str] = None, eval_at: Sequence[int] = ()) -> dict:
+    """Train and evaluate one (spec, seed, backbone); returns its result record.
+
+    ``base`` is the sweep's config as a dict (``cfg.to_dict()``); with ``eval_at`` the run is
+    evaluated at each of those steps on the way to ``optim.iters`` (a learning curve).
+    """
+    from reinlite.config import load_config
+    from reinlite.train import train
+
+    name = run_name(spec, seed, backbone)
+    run_dir = out / "runs" / name
+    cfg = load_config(base, run_overrides(spec, backbone) + [
+        f"seed={seed}", f"name={json.dumps(name)}", f"out_dir={json.dumps(str(run_dir))}"])
+    d = cfg.data
+    domains = ([d.source] if eval_source else []) + list(d.targets)
+    iters = int(cfg.optim.iters)
+    points = sorted({int(k) for k in eval_at if 0 < int(k) < iters} | {iters})
+    curve_path = run_dir / "curve.json"
+    curve = json.loads(curve_path.read_text()) if curve_path.is_file() else []
+    train_seconds, result = 0.0, None
+    for k in points:
+        if any(p["step"] == k for p in curve):
+            continue
+        t0 = time.perf_counter()
+        result = train(cfg, stop_at=k)
+        train_seconds += time.perf_counter() - t0
+        if result["step"] != k:
+            raise SweepError(f"{run_dir}: training stopped at step {result['step']}, expected {k} "
+                             f"(a checkpoint beyond this point? remove {run_dir} to redo the curve)")
+        if k == iters:
+            break
+        res, model, _ = _evaluate_checkpoint(result["checkpoint"], domains, cfg.model.method)
+        curve.append(dict(step=k, miou={dk: v["miou"] for dk, v in res["domains"].items()},
+                          mean_targets=res["mean"], query_cosine=query_cosine(model),
+                          eval_seconds=res["seconds"]))
+        run_dir.mkdir(parents=True, exist_ok=True)
+        curve_path.write_text(json.dumps(curve, indent=1) + "\n")
+    res, model, stored = _evaluate_checkpoint(result["checkpoint"], domains, cfg.model.method)
+    rec = dict(name=spec["name"], group=spec["group"], method=stored.model.method, kwargs=spec["kwargs"],
+               overrides=run_overrides(spec, backbone), backbone=backbone_label(backbone), seed=seed,
+               trainable_backbone=sum(p.numel() for p in model.backbone.parameters() if p.requires_grad),
+               trainable_total=sum(p.numel() for p in model.parameters() if p.requires_grad),
+               miou={k: v["miou"] for k, v in res["domains"].items()}, mean_targets=res["mean"],
+               targets=res["targets"], train_seconds=train_seconds, eval_seconds=res["seconds"],
+               steps=result["step"], final_loss=(result.get("losses") or [None])[-1],
+               query_cosine=query_cosine(model), checkpoint=str(result["checkpoint"]))
+    if eval_at:
+        curve.append(dict(step=iters, miou=rec["miou"], mean_targets=rec["mean_targets"],
+                          query_cosine=rec["query_cosine"], eval_seconds=res["seconds"]))
+        rec["curve"] = sorted(curve, key=lambda p: p["step"])
+    return rec
+
+
+def backbone_stamp(cfg: dict, label: Optional[str] = None) -> str:
+    """What a backbone's weights are: a shipped course backbone's sha256, else name + pretrained."""
+    from reinlite.backbone import COURSE_BACKBONES, WEIGHTS_DIR
+
+    m = dict(cfg["model"])
+    for item in backbone_overrides(label):
+        key, value = item.split("=", 1)
+        m[key.split(".")[1]] = {"true": True, "false": False}.get(value, value)
+    if m["backbone"] in COURSE_BACKBONES and m["pretrained"] is True:
+        meta = json.loads((WEIGHTS_DIR / f"{m['backbone']}.json").read_text())
+        return f"{m['backbone']} sha256 {meta['sha256']}"
+    return f"{m['backbone']} pretrained={m['pretrained']}"
+
+
+# ----------------------------------------------------------------------------- tables
+def _mean_sd(values):
+    values = [v for v in values if v is not None]
+    if not values:
+        return float("nan"), float("nan")
+    return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
+
+
+def _get(cfg: dict, *keys, default=None):
+    for k in keys:
+        if not isinstance(cfg, dict) or k not in cfg:
+            return default
+        cfg = cfg[k]
+    return cfg
+
+
+def summarise(records: list[dict], cfg: dict) -> str:
+    """Markdown tables (mean +- std over seeds per domain), one per group (and backbone);
+    Rein's paired gains per backbone; learning curves where runs have them."""
+    head = {k: v for k, v in (_get(cfg, "model", "head") or {}).items() if k != "num_queries"}
+    lines = [f"Budget (identical for every run): {_get(cfg, 'optim', 'iters')} iterations, batch "
+             f"{_get(cfg, 'optim', 'batch_size')}, crop {_get(cfg, 'data', 'crop_size')}, lr "
+             f"{_get(cfg, 'optim', 'lr')}, backbone {_get(cfg, 'model', 'backbone')} (pretrained="
+             f"{_get(cfg, 'model', 'pretrained')}) unless a table names another, head {head} with as "
+             f"many queries as the base Rein has tokens ({(_get(cfg, 'model', 'rein') or {}).get('num_tokens')}).",
+             ""]
+    order = {(s["group"], s["name"]): i for i, s in enumerate(
+        run_specs(GROUPS, dict(num_tokens=32, rank=16, query_dim=128), 50))}
+    records = sorted(records, key=lambda r: (order.get((r["group"], r["name"]), len(order)), r["seed"]))
+    backbones = list(dict.fromkeys(r.get("backbone") for r in records))
+    tables: dict[tuple, list[str]] = {}
+    for r in records:
+        names = tables.setdefault((r.get("backbone"), r["group"]), [])
+        if r["name"] not in names:
+            names.append(r["name"])
+    for bb in backbones:
+        for (b, group), names in tables.items():
+            if b != bb:
+                continue
+            recs = [r for r in records if r["group"] == group and r.get("backbone") == bb]
+            domains = list(recs[0]["miou"])
+            targets = recs[0]["targets"]
+            lines.append(f"### {group}" + (f" — backbone {bb}" if bb else "") + "\n")
+            lines.append("| run | trainable (backbone) | seeds | " + " | ".join(domains) + " | mean (targets) |")
+            lines.append("|---|---:|---:|" + "---:|" * (len(domains) + 1))
+            for name in names:
+                rs = [r for r in recs if r["name"] == name]
+                cells = []
+                for dom in domains:
+                    m, sd = _mean_sd([r["miou"].get(dom) for r in rs])
+                    cells.append(f"{m:.1f} ± {sd:.1f}")
+                m, sd = _mean_sd([r["mean_targets"] for r in rs])
+                lines.append(f"| {name} | {rs[0]['trainable_backbone']:,} | {len(rs)} | " + " | ".join(cells)
+                             + f" | **{m:.1f} ± {sd:.1f}** |")
+            lines.append(f"\n(targets: {', '.join(targets)}; ± is the standard deviation over seeds)\n")
+    lines += _gains(records, backbones)
+    lines += _curves(records, backbones)
+    return "\n".join(lines)
+
+
+def _gains(records: list[dict], backbones: list) -> list[str]:
+    """Rein minus each baseline on the targets' mean, paired by seed, per backbone."""
+    rows = []
+    for bb in backbones:
+        by = {(r["name"], r["seed"]): r for r in records if r["group"] == "methods" and r.get("backbone") == bb}
+        for base in ("frozen", "full", "full_lr1"):
+            diffs = [by[("rein", s)]["mean_targets"] - by[(base, s)]["mean_targets"]
+                     for (n, s) in by if n == base and ("rein", s) in by]
+            if diffs:
+                m, sd = _mean_sd(diffs)
+                rows.append(f"| {bb or '(config)'} | Rein − {base} | {len(diffs)} | "
+                            + ", ".join(f"{d:+.1f}" for d in diffs) + f" | **{m:+.1f} ± {sd:.1f}** |")
+    if not rows:
+        return []
+    return ["### Rein's gain on the targets' mean (paired by seed)\n",
+            "| backbone | difference | seeds | per seed | mean ± sd |", "|---|---|---:|---|---:|", *rows, ""]
+
+
+def _curves(records: list[dict], backbones: list) -> list[str]:
+    """Targets' mean (and source, and Rein's query cosine) at each evaluated step."""
+    out = []
+    for bb in backbones:
+        recs = [r for r in records if r.get("curve") and r.get("backbone") == bb]
+        if not recs:
+            continue
+        steps = sorted({p["step"] for r in recs for p in r["curve"]})
+        source = next((d for d in recs[0]["miou"] if d not in recs[0]["targets"]), None)
+        out.append("### learning curves" + (f" — backbone {bb}" if bb else "") + "\n")
+        out.append("| run | seeds | quantity | " + " | ".join(str(s) for s in steps) + " |")
+        out.append("|---|---:|---|" + "---:|" * len(steps))
+        for name in dict.fromkeys(r["name"] for r in recs):
+            rs = [r for r in recs if r["name"] == name]
+            quantities = [("targets' mean", lambda p: p["mean_targets"])]
+            if source:
+                quantities.append((f"{source} (source)", lambda p: p["miou"].get(source)))
+            if any(p.get("query_cosine") is not None for r in rs for p in r["curve"]):
+                quantities.append(("query cosine", lambda p: p.get("query_cosine")))
+            for label, get in quantities:
+                cells = []
+                for s in steps:
+                    vals = [get(p) for r in rs for p in r["curve"] if p["step"] == s]
+                    m, sd = _mean_sd(vals)
+                    cells.append("" if m != m else (f"{m:.2f} ± {sd:.2f}" if label == "query cosine"
+                                                     else f"{m:.1f} ± {sd:.1f}"))
+                out.append(f"| {name} | {len(rs)} | {label} | " + " | ".join(cells) + " |")
+        out.append("")
+    return out
+
+
+# ----------------------------------------------------------------------------- the sweep
+class _ListAndOverrides(argparse.Action):
+    """A list option (nargs="+") that lets ``key=value`` overrides follow it on the line."""
+
+    def __init__(self, *args, convert=str, allowed=None, **kwargs):
+        self.convert, self.allowed = convert, allowed
+        super().__init__(*args, **kwargs)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        extra = [v for v in values if is_override(v)]
+        values = [v for v in values if v not in extra]
+        if not values:
+            parser.error(f"{option_string}: expected at least one value")
+        if self.allowed is not None:
+            bad = [v for v in values if v not in self.allowed]
+            if bad:
+                parser.error(f"{option_string}: invalid choice {bad[0]!r} (choose from {', '.join(self.allowed)})")
+        try:
+            setattr(namespace, self.dest, [self.convert(v) for v in values])
+        except ValueError as err:
+            parser.error(f"{option_string}: {err}")
+        namespace.extra_overrides = list(getattr(namespace, "extra_overrides", None) or []) + extra
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", default="course", help="train config name or path (default course)")
+    p.add_argument("--groups", nargs="+", default=["methods"], action=_ListAndOverrides, allowed=GROUPS,
+                   help=f"run groups ({', '.join(GROUPS)})")
+    p.add_argument("--seeds", type=str, nargs="+", default=[0, 1, 2], action=_ListAndOverrides, convert=int)
+    p.add_argument("--only", nargs="+", default=None, action=_ListAndOverrides, help="run only these run names")
+    p.add_argument("--backbones", nargs="+", default=None, action=_ListAndOverrides,
+                   help="run every spec on each: course_vit, course_vit_mae, random (same shape, "
+                        "model.pretrained=false) or LABEL=PATH (default: the config's backbone)")
+    p.add_argument("--eval-at", nargs="+", default=None, action=_ListAndOverrides, convert=int,
+                   metavar="STEP", help="learning curves: also evaluate each run at these steps")
+    p.add_argument("--vpt-prompts", type=int, default=50, help="VPT prompts per layer (default 50)")
+    p.add_argument("--out", default="docs/sweep")
+    p.add_argument("--no-source", action="store_true", help="skip the source's held-out split")
+    p.add_argument("--list", action="store_true", help="print the runs and exit")
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--jobs", type=int, default=1,
+                   help="runs trained at once, each in its own process (use --jobs 2 with the course "
+                        "config's 1 thread per run on a 2-core machine)")
+    p.add_argument("overrides", nargs="*", metavar="key=value",
+                   help="train config overrides (every run), e.g. optim.iters=300")
+
+
+def _config_diff(old, new, prefix="") -> list[str]:
+    if isinstance(old, dict) and isinstance(new, dict):
+        return [d for k in sorted(set(old) | set(new))
+                for d in _config_diff(old.get(k, "<missing>"), new.get(k, "<missing>"), f"{prefix}{k}.")]
+    return [] if old == new else [prefix.rstrip(".")]
+
+
+def _set_threads(threads: int) -> None:
+    """A worker process's torch (and OpenMP) thread count."""
+    import torch
+
+    torch.set_num_threads(int(threads))
+
+
+def run(args: argparse.Namespace, command: str) -> dict:
+    """Plan, train (what is not done yet), record and summarise; returns the results dict."""
+    import torch
+
+    from reinlite.config import load_config
+
+    overrides = list(args.overrides or []) + list(getattr(args, "extra_overrides", None) or [])
+    torch.set_num_threads(args.threads)
+    base_cfg = load_config(args.config, overrides + ["train.progress=false"])
+    rein = base_cfg.model.rein
+    rein_base = {k: getattr(rein, k) for k in REIN_SIZE_KEYS} if rein is not None else \
+        dict(num_tokens=100, rank=16, query_dim=256)
+    specs = run_specs(args.groups, rein_base, args.vpt_prompts)
+    if args.only:
+        specs = [s for s in specs if s["name"] in args.only]
+    backbones = list(args.backbones) if args.backbones else [None]
+    for b in backbones:
+        backbone_overrides(b)  # unknown names fail before anything runs
+    base = base_cfg.to_dict()
+    out = Path(args.out)
+    if args.list:
+        for s in specs:
+            print(f"{s['group']:<8} {s['name']:<20} {s['method']:<12} {s['kwargs']} {s['overrides'] or ''} "
+                  f"seeds {args.seeds} backbones {[backbone_label(b) or 'config' for b in backbones]}")
+        return {}
+    if not specs:
+        raise SweepError("no run matches --groups / --only")
+    out.mkdir(parents=True, exist_ok=True)
+    results_path = out / "results.json"
+    data = json.loads(results_path.read_text()) if results_path.is_file() else {"runs": []}
+    stamps = {backbone_label(b) or "config": backbone_stamp(base, b) for b in backbones}
+    if data["runs"]:
+        strip = lambda c: {k: v for k, v in c.items() if k not in ("seed", "name")}  # noqa: E731
+        changed = _config_diff(strip(data.get("config", {})), strip(json.loads(json.dumps(base))))
+        old_stamps = data.get("backbones") or {"config": data.get("backbone")}
+        clash = [k for k in stamps if k in old_stamps and old_stamps[k] != stamps[k]]
+        if changed or clash:
+            raise SweepError(
+                f"{results_path} holds runs made with another configuration (differs in: "
+                f"{', '.join(changed[:8]) + (' ...' if len(changed) > 8 else '') or 'backbone weights'}"
+                f"{'; backbone ' + ', '.join(f'{k}: {old_stamps[k]} vs {stamps[k]}' for k in clash) if clash else ''}"
+                f"); its runs would not be comparable: pass another --out, or move that file away")
+        stamps = {**old_stamps, **stamps}
+    data["backbones"] = stamps
+    data["backbone"] = stamps.get("config") or next(iter(stamps.values()))
+    eval_at = sorted(set(args.eval_at or []))
+
+    def key(group, name, seed, bb):
+        return group, name, seed, backbone_label(bb)
+
+    done = {(r["group"], r["name"], r["seed"], r.get("backbone")) for r in data["runs"]}
+    # seed-major: a partial sweep has every method at the first seeds
+    todo = [(spec, seed, bb) for seed in args.seeds for bb in backbones for spec in specs
+            if key(spec["group"], spec["name"], seed, bb) not in done]
+
+    # the same configuration twice (the base Rein in several groups) is trained once
+    def same_key(method, kwargs, extra, seed, bb):
+        return method, json.dumps(kwargs, sort_keys=True), json.dumps(extra or []), seed, bb
+
+    def trained():
+        return {same_key(r["method"], r["kwargs"], _spec_overrides(r), r["seed"], r.get("backbone")): r
+                for r in data["runs"] if "same_as" not in r}
+
+    to_train, to_copy, planned = [], [], set(trained())
+    for spec, seed, bb in todo:
+        k = same_key(spec["method"], spec["kwargs"], spec["overrides"], seed, backbone_label(bb))
+        (to_copy if k in planned else to_train).append((spec, seed, bb))
+        planned.add(k)
+
+    def record(rec):
+        log.info("== %s / %s / seed %d%s: mIoU %s  mean(targets) %.1f  train %.0f s", rec["group"], rec["name"],
+                 rec["seed"], f" / {rec['backbone']}" if rec.get("backbone") else "",
+                 {k: round(v, 1) for k, v in rec["miou"].items()}, rec["mean_targets"], rec["train_seconds"])
+        rec["command"] = command
+        data["runs"].append(rec)
+        data["config"] = base
+        data["command"] = command
+        results_path.write_text(json.dumps(data, indent=1) + "\n")
+        (out / "results.md").write_text(summarise(data["runs"], base) + "\n")
+
+    source = not args.no_source
+    if args.jobs <= 1:
+        for spec, seed, bb in to_train:
+            log.info("== %s / %s / seed %d%s ...", spec["group"], spec["name"], seed, f" / {bb}" if bb else "")
+            record(run_one(spec, seed, base, out, source, bb, eval_at))
+    else:
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor, as_completed
+
+        # spawned workers start with torch's default thread count: give each --threads
+        with ProcessPoolExecutor(args.jobs, mp_context=multiprocessing.get_context("spawn"),
+                                 initializer=_set_threads, initargs=(args.threads,)) as pool:
+            futures = [pool.submit(run_one, spec, seed, base, out, source, bb, eval_at)
+                       for spec, seed, bb in to_train]
+            for f in as_completed(futures):
+                record(f.result())
+    for spec, seed, bb in to_copy:
+        src = trained()[same_key(spec["method"], spec["kwargs"], spec["overrides"], seed, backbone_label(bb))]
+        record(dict(src, group=spec["group"], name=spec["name"], same_as=f"{src['group']}/{src['name']}"))
+    return data
+
+
+def _spec_overrides(rec: dict) -> list[str]:
+    """The spec's own extra overrides of a recorded run (without method, kwargs and backbone)."""
+    skip = ("model.method=", "model.rein.", "model.method_kwargs=", "model.backbone=", "model.pretrained=")
+    return [o for o in rec.get("overrides", []) if not o.startswith(skip)]
+
+
+def main(argv: Optional[Sequence[str]] = None, prog: str = "reinlite sweep") -> int:
+    p = argparse.ArgumentParser(prog=prog, description=__doc__.splitlines()[0])
+    add_arguments(p)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    overrides = [a for a in argv if is_override(a)]
+    args = p.parse_args([a for a in argv if a not in overrides])
+    args.overrides = overrides + list(args.overrides or [])
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    import shlex
+
+    data = run(args, prog + " " + " ".join(shlex.quote(a) for a in argv))
+    if data.get("runs"):
+        print(summarise(data["runs"], data.get("config", {})))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,107 @@
+"""The segmentation model: a (frozen) ViT adapted by a method + a Mask2Former head.
+
+    model = build_model(cfg.model)                 # the one builder, every method
+    out = model(images)                            # the head's dict (logits, masks, aux)
+    scores = model.predict(images)                 # [B, K, H, W]
+    model, cfg = load_model("runs/course")         # rebuild a run from its checkpoint alone
+
+Rein (``cfg.model.method == "rein"``) makes the decoder's queries from its tokens (Eqs. 6-7),
+so the head has ``model.rein.num_tokens`` queries; the baselines (reinlite.peft) have none and
+the head learns as many query embeddings (:func:`reinlite.config.num_queries`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Optional, Sequence
+
+import torch
+import torch.nn as nn
+
+from .checkpoint import CheckpointError, load_trainable, read_run_checkpoint, trainable_state_dict
+from .config import Config, ConfigError, LossConfig, ModelConfig, load_config, num_queries
+from .head import Mask2FormerHead, semantic_inference
+from .losses import Mask2FormerLoss
+
+
+class Segmentor(nn.Module):
+    """A ViT backbone (``backbone``: Rein or a baseline) + a Mask2Former head (``head``).
+
+    forward(images [B, 3, H, W], ImageNet-normalised) -> the head's dict (pred_logits
+    [B, m, K+1], pred_masks [B, m, H/4, W/4], aux_outputs).
+    predict(images) -> semantic scores [B, K, H, W].
+    """
+
+    def __init__(self, backbone: nn.Module, head: Mask2FormerHead):
+        super().__init__()
+        self.backbone, self.head = backbone, head
+
+    def forward(self, images):
+        feats, queries = self.backbone(images)
+        return self.head(feats, queries)
+
+    @torch.no_grad()
+    def predict(self, images):
+        out = self.forward(images)
+        return semantic_inference(out["pred_logits"], out["pred_masks"], images.shape[-2:])
+
+    def trainable_state_dict(self) -> dict[str, torch.Tensor]:
+        return trainable_state_dict(self)
+
+
+def _pretrained(value):
+    if isinstance(value, str) and value.lower() in ("true", "false"):
+        return value.lower() == "true"
+    return value
+
+
+def build_model(m: ModelConfig) -> Segmentor:
+    """Backbone + head from the model part of a config (``cfg.model``)."""
+    from dataclasses import asdict
+
+    from .peft import build_peft_backbone
+
+    img_size = tuple(m.img_size) if isinstance(m.img_size, (list, tuple)) else m.img_size
+    common = dict(pretrained=_pretrained(m.pretrained), img_size=img_size, patch_size=m.patch_size,
+                  out_indices=m.out_indices, model_kwargs=dict(m.backbone_kwargs))
+    if m.method == "rein":
+        if m.rein is None:
+            raise ConfigError("model.method is 'rein' but model.rein is null")
+        bb = build_peft_backbone("rein", m.backbone, **common, **asdict(m.rein))
+    else:
+        bb = build_peft_backbone(m.method, m.backbone, **common, **m.method_kwargs)
+    rein = getattr(bb, "rein", None)
+    with_queries = rein is not None and rein.link_to_queries
+    head_kw = asdict(m.head)
+    head_kw["num_queries"] = rein.num_tokens if with_queries else num_queries(m)
+    if with_queries and m.head.num_queries not in (None, rein.num_tokens):
+        raise ConfigError(f"model.head.num_queries={m.head.num_queries} conflicts with "
+                          f"model.rein.num_tokens={rein.num_tokens} (Rein's tokens are the queries)")
+    head = Mask2FormerHead(bb.embed_dim, query_source="rein" if with_queries else "learned",
+                           query_dim=rein.query_dim if with_queries else m.head.hidden_dim, **head_kw)
+    return Segmentor(bb, head)
+
+
+def build_criterion(loss: LossConfig, num_classes: int) -> Mask2FormerLoss:
+    """The Mask2Former loss from ``cfg.loss`` (and the head's class count)."""
+    from dataclasses import asdict
+
+    return Mask2FormerLoss(num_classes=num_classes, **asdict(loss))
+
+
+def load_model(checkpoint: str | os.PathLike, cfg: Optional[Config] = None,
+               overrides: Sequence[str] = ()) -> tuple[Segmentor, Config]:
+    """Rebuild the model of a run's checkpoint (file or run folder) from the config stored in
+    it (or ``cfg``), load the trained weights strictly, and return (model in eval mode, cfg)."""
+    weights, meta = read_run_checkpoint(checkpoint)
+    if cfg is None:
+        if "config" not in meta:
+            raise CheckpointError(f"{checkpoint}: no config in the checkpoint's metadata; pass a config")
+        cfg = load_config(json.loads(meta["config"]), overrides)
+    elif overrides:
+        cfg = load_config(cfg, overrides)
+    torch.manual_seed(cfg.seed)  # a backbone built with pretrained=False is reproducible
+    model = build_model(cfg.model)
+    load_trainable(model, weights, str(checkpoint))
+    return model.eval(), cfg

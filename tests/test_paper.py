@@ -1,0 +1,24 @@
+"""reinlite.paper: the transcribed numbers are self-consistent and gaps are explicit."""
+import pytest
+
+from reinlite import paper
+
+
+@pytest.mark.parametrize("backbone", sorted(paper.GTA5_TO_CBM))
+def test_every_average_is_the_mean_of_its_three_targets(backbone):
+    for method, row in paper.GTA5_TO_CBM[backbone].items():
+        mean = sum(row[t] for t in paper.TARGETS) / 3
+        assert abs(mean - row["avg"]) < 0.1, (backbone, method)   # the paper averages unrounded values
+
+
+def test_mae_l_is_there_and_what_is_not_transcribed_says_so():
+    assert paper.GTA5_TO_CBM["MAE-L"]["frozen"]["cityscapes"] == 43.3
+    for backbone, method in paper.MISSING:
+        assert method not in paper.GTA5_TO_CBM[backbone]
+    table = paper.markdown_table()
+    assert "| MAE-L | full | not transcribed |" in table and "| MAE-L | frozen | 43.3 |" in table
+
+
+def test_exact_counts_round_to_what_the_paper_reports():
+    for key, exact in paper.REIN_PARAMS.items():
+        assert round(exact / 1e6, 2) == paper.REIN_PARAMS_PAPER_M[key]
