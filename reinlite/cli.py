@@ -131,7 +131,7 @@ def add_data(sub) -> None:
     b.add_argument("--source", type=int, default=2000, help="source (gta) training images")
     b.add_argument("--target", type=int, default=500, help="images per target domain (and held-out source)")
     b.add_argument("--size", type=int, nargs=2, default=(128, 256), metavar=("H", "W"))
-    b.add_argument("--workers", type=int, default=2)
+    b.add_argument("--workers", type=int, default=0, help="processes (0: one per processor)")
     b.add_argument("--figure", default=None, help="also save a sample figure (PNG) here")
     b.set_defaults(func=run_data)
 
