@@ -350,12 +350,15 @@ class Mask2FormerLoss(nn.Module):
         """One (pred idx, target idx) pair of index tensors per image (one layer's prediction:
         pred_logits [B, m, K+1], pred_masks [B, m, h, w])."""
         labels, tmasks, sizes = _pad_targets(targets, pred_masks.device)
-        draws = self._draw_points(sizes, 1, pred_masks.device)
-        if draws[0]["match"] is None:
+        if not sum(sizes):
             e = torch.empty(0, dtype=torch.long)
             return [(e, e) for _ in targets]
+        # only the matching's points are drawn (as the loss draws them first), so a replay
+        # that matches, then samples the loss's points, sees the loss's random numbers
+        coords = torch.stack([torch.rand(self.num_points, 2, device=pred_masks.device)
+                              for s in sizes if s])
         found = self._match_all(pred_logits[None], pred_masks[None], labels, tmasks, sizes,
-                                draws[0]["match"][None])[0]
+                                coords[None])[0]
         return [(torch.as_tensor(r), torch.as_tensor(c)) for r, c in found]
 
     def _layer_losses(self, logits: torch.Tensor, masks: torch.Tensor, labels: torch.Tensor,
