@@ -224,7 +224,8 @@ def time_side_by_side(args) -> dict:
                          pair_ratio_median=statistics.median(pair_ratios),
                          old_spread_ms=[min(x["wall_s"] for x in o) * 1e3, max(x["wall_s"] for x in o) * 1e3],
                          new_spread_ms=[min(x["wall_s"] for x in n) * 1e3, max(x["wall_s"] for x in n) * 1e3]))
-    return dict(old=args.old, new=trees_label["new"], repeats=args.repeats, steps=args.steps,
+    omp = {k: os.environ[k] for k in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT") if k in os.environ}
+    return dict(old=args.old, new=trees_label["new"], repeats=args.repeats, steps=args.steps, omp_env=omp,
                 warmup=args.warmup, compile=bool(args.compile), rows=rows, load_average=loads,
                 seconds=round(time.perf_counter() - t_start, 1), cpu_count=os.cpu_count(), runs=runs)
 
@@ -234,7 +235,9 @@ def table(result: dict) -> str:
              f"new = this tree{' + torch.compile' if result['compile'] else ''}; medians of "
              f"{result['repeats']} interleaved fresh processes x {result['steps']} steps "
              f"(after {result['warmup']} warm-up); load average during the run: "
-             f"{' -> '.join(result['load_average'])} on {result['cpu_count']} cores.", "",
+             f"{' -> '.join(result['load_average'])} on {result['cpu_count']} cores"
+             + (f"; {', '.join(f'{k}={v}' for k, v in result['omp_env'].items())}" if result.get("omp_env") else "")
+             + ".", "",
              "| threads | old ms/step | new ms/step | speed-up (wall) | speed-up (pairs) | old cpu ms | new cpu ms | speed-up (cpu) |",
              "|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in result["rows"]:
