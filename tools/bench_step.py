@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import statistics
 import subprocess
 import sys
@@ -295,6 +296,8 @@ def main(argv=None) -> int:
     p.add_argument("--json", default=None, help="write the result as JSON here")
     p.add_argument("--md", default=None, help="write the table (markdown) here")
     args = p.parse_args(argv)
+    # a killed run still removes its temporary worktree (SIGTERM -> SystemExit -> __exit__)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     if args.worker:
         print(RESULT + json.dumps(worker(json.loads(args.worker))), flush=True)
         return 0
