@@ -332,3 +332,10 @@ def test_hungarian_non_finite_costs_count_as_the_largest_finite_cost():
     assert float(torch.where(torch.isfinite(c), c, 5.0)[r, k].sum()) == 5.0
     r, k = hungarian_match(torch.full((2, 2), float("nan")))  # nothing finite: any assignment
     assert sorted(k.tolist()) == [0, 1]
+
+
+def test_predictions_of_different_shapes_are_a_clear_error():
+    out = _outputs(0)
+    out["aux_outputs"][0]["pred_masks"] = torch.randn(3, 6, 4, 8)
+    with pytest.raises(ValueError, match="same pred_logits / pred_masks shapes"):
+        Mask2FormerLoss(num_classes=5, num_points=16)(out, _seg(0))
