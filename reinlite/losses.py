@@ -427,6 +427,11 @@ class Mask2FormerLoss(nn.Module):
         preds = [outputs]
         if self.deep_supervision:
             preds += list(outputs.get("aux_outputs", []))
+        shapes = {(tuple(p["pred_logits"].shape), tuple(p["pred_masks"].shape)) for p in preds}
+        if len(shapes) > 1:
+            raise ValueError(f"every prediction (final and aux_outputs) must have the same "
+                             f"pred_logits / pred_masks shapes (the losses of all decoder layers "
+                             f"are computed as one batch), got {sorted(shapes)}")
         logits = torch.stack([p["pred_logits"].float() for p in preds])
         masks = torch.stack([p["pred_masks"].float() for p in preds])
         per_layer = self._layer_losses(logits, masks, labels, tmasks, sizes, num_masks)
