@@ -293,6 +293,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     import logging
+    import os
+
+    # Idle OpenMP threads sleep instead of spinning: on a machine whose cores other jobs share,
+    # spinning threads made 2-thread steps 3-15x slower (docs/speed.md). Set before torch loads.
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
     parser = build_parser()
     args = parser.parse_args(argv)
