@@ -368,8 +368,10 @@ class Mask2FormerLoss(nn.Module):
         each image's are real): a list (one per layer) of dict(loss_cls, loss_mask, loss_dice)."""
         num_layers, b, m = logits.shape[:3]
         dev = logits.device
-        draws = self._draw_points(sizes, num_layers, dev)
-        n = sum(sizes)
+        # with more targets than queries only m of an image's targets are matched
+        matched = [min(s, m) for s in sizes]
+        draws = self._draw_points(matched, num_layers, dev)
+        n = sum(matched)
         matches = (self._match_all(logits, masks, labels, tmasks, sizes,
                                    torch.stack([d["match"] for d in draws]))
                    if n else None)

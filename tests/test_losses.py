@@ -339,3 +339,17 @@ def test_predictions_of_different_shapes_are_a_clear_error():
     out["aux_outputs"][0]["pred_masks"] = torch.randn(3, 6, 4, 8)
     with pytest.raises(ValueError, match="same pred_logits / pred_masks shapes"):
         Mask2FormerLoss(num_classes=5, num_points=16)(out, _seg(0))
+
+
+def test_more_targets_than_queries():
+    """Only m of an image's n > m targets can be matched; the loss is finite and uses m masks."""
+    torch.manual_seed(0)
+    m, k = 3, 19
+    out = {"pred_logits": torch.randn(2, m, k + 1, requires_grad=True),
+           "pred_masks": torch.randn(2, m, 8, 8, requires_grad=True)}
+    labels = torch.arange(32).remainder(6).view(1, 4, 8).repeat_interleave(4, 1)
+    labels = torch.nn.functional.interpolate(labels[None].float(), size=(32, 32), mode="nearest")[0].long()
+    labels = torch.cat([labels, labels])  # 6 classes per image, 3 queries
+    losses = Mask2FormerLoss(k, num_points=64, deep_supervision=False)(out, labels)
+    assert torch.isfinite(losses["loss"])
+    losses["loss"].backward()
