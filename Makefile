@@ -26,6 +26,8 @@ export HF_HUB_OFFLINE ?= 1
 export HF_DATASETS_OFFLINE ?= 1
 # scripts and tests draw off-screen; JupyterLab's kernels get LAB_ENV instead (above)
 export MPLBACKEND ?= Agg
+# idle OpenMP threads sleep (spinning threads collapse on shared cores; docs/speed.md)
+export OMP_WAIT_POLICY ?= PASSIVE
 # nbval's kernels and pytest's workers share two cores: keep each one at one thread
 PYTEST_WORKERS ?= 2
 
