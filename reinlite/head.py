@@ -391,18 +391,36 @@ class Mask2FormerHead(nn.Module):
             for p in layer.parameters():
                 if p.dim() > 1:
                     nn.init.xavier_uniform_(p)
+        self._pos_cache: dict = {}  # (shape, dtype, device) -> sine position encoding
 
     def _predict(self, x, mask_features, attn_size):
         """x [B, m, D] -> class logits [B, m, K+1], mask logits [B, m, H/4, W/4] and the
-        attention mask for the next layer [B*heads, m, h*w] at ``attn_size``."""
+        attention mask for the next layer at ``attn_size`` (h, w): [B*heads, m, h*w], True
+        (blocked) where the query's predicted mask is empty (sigmoid < 0.5), except for a
+        query whose mask is empty everywhere (it may look everywhere: no NaNs)."""
         y = self.decoder_norm(x)
         logits = self.class_embed(y)
-        masks = torch.einsum("bqc,bchw->bqhw", self.mask_embed(y), mask_features)
+        b, m = y.shape[:2]
+        masks = torch.matmul(self.mask_embed(y), mask_features.flatten(2)).view(
+            b, m, *mask_features.shape[-2:])  # einsum("bqc,bchw->bqhw")
         with torch.no_grad():
             a = F.interpolate(masks.float(), size=attn_size, mode="bilinear", align_corners=False)
-            a = a.sigmoid().flatten(2) < 0.5  # [B, m, hw], True = blocked
-            a = a.unsqueeze(1).expand(-1, self.num_heads, -1, -1).flatten(0, 1)
-        return logits, masks, a
+            blocked = a.sigmoid().flatten(2) < 0.5  # [B, m, hw], True = blocked
+            blocked &= ~blocked.all(-1, keepdim=True)
+            attn = blocked.unsqueeze(1).expand(-1, self.num_heads, -1, -1).reshape(
+                b * self.num_heads, m, -1)
+        return logits, masks, attn
+
+    def _memory_pos(self, x: torch.Tensor) -> torch.Tensor:
+        """The sine position encoding of a level [B, C, h, w] as [1, h*w, C], computed once
+        per (shape, dtype, device) and kept (it depends on nothing else)."""
+        key = (tuple(x.shape[1:]), x.dtype, x.device)
+        pos = self._pos_cache.get(key)
+        if pos is None:
+            with torch.inference_mode(False), torch.no_grad():  # usable in and out of inference mode
+                pos = sine_positional_encoding(x[:1]).flatten(2).transpose(1, 2)
+            self._pos_cache[key] = pos
+        return pos
 
     def forward(self, feats: Sequence[torch.Tensor], queries: Optional[torch.Tensor] = None) -> dict:
         """feats: 4 maps [B, C, H/4, W/4], [B, C, H/8, W/8], [B, C, H/16, W/16], [B, C, H/32, W/32].
@@ -429,7 +447,7 @@ class Mask2FormerHead(nn.Module):
         mems, mem_pos, sizes = [], [], []
         for lvl, x in enumerate(ms):  # coarse -> fine
             sizes.append(tuple(x.shape[-2:]))
-            mem_pos.append(sine_positional_encoding(x).flatten(2).transpose(1, 2))
+            mem_pos.append(self._memory_pos(x))
             mems.append(x.flatten(2).transpose(1, 2) + self.level_embed.weight[lvl].to(x.dtype))
         if self.query_source == "rein":
             q = queries.to(mask_features.dtype)
@@ -444,8 +462,6 @@ class Mask2FormerHead(nn.Module):
         x = content
         for i, layer in enumerate(self.layers):
             lvl = i % self.num_levels
-            # a query whose mask is empty at this level may look everywhere (no NaNs)
-            attn = attn & ~attn.all(-1, keepdim=True)
             x = layer(x, q_pos, mems[lvl], mem_pos[lvl], attn_mask=attn)
             logits, masks, attn = self._predict(x, mask_features, sizes[(i + 1) % self.num_levels])
             preds.append((logits, masks))

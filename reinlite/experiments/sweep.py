@@ -421,6 +421,13 @@ def _config_diff(old, new, prefix="") -> list[str]:
     return [] if old == new else [prefix.rstrip(".")]
 
 
+def _set_threads(threads: int) -> None:
+    """A worker process's torch (and OpenMP) thread count."""
+    import torch
+
+    torch.set_num_threads(int(threads))
+
+
 def run(args: argparse.Namespace, command: str) -> dict:
     """Plan, train (what is not done yet), record and summarise; returns the results dict."""
     import torch
@@ -511,7 +518,9 @@ def run(args: argparse.Namespace, command: str) -> dict:
         import multiprocessing
         from concurrent.futures import ProcessPoolExecutor, as_completed
 
-        with ProcessPoolExecutor(args.jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+        # spawned workers start with torch's default thread count: give each --threads
+        with ProcessPoolExecutor(args.jobs, mp_context=multiprocessing.get_context("spawn"),
+                                 initializer=_set_threads, initargs=(args.threads,)) as pool:
             futures = [pool.submit(run_one, spec, seed, base, out, source, bb, eval_at)
                        for spec, seed, bb in to_train]
             for f in as_completed(futures):
