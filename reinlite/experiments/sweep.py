@@ -436,8 +436,7 @@ def run(args: argparse.Namespace, command: str) -> dict:
 
     overrides = list(args.overrides or []) + list(getattr(args, "extra_overrides", None) or [])
     torch.set_num_threads(args.threads)
-    # every run (also in --jobs worker processes) trains with --threads unless an override says otherwise
-    base_cfg = load_config(args.config, [f"threads={args.threads}"] + overrides + ["train.progress=false"])
+    base_cfg = load_config(args.config, overrides + ["train.progress=false"])
     rein = base_cfg.model.rein
     rein_base = {k: getattr(rein, k) for k in REIN_SIZE_KEYS} if rein is not None else \
         dict(num_tokens=100, rank=16, query_dim=256)
