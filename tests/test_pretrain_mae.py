@@ -79,7 +79,8 @@ def test_tiny_run_resumes_exactly_exports_and_loads(tmp_path, monkeypatch):
     for k, v in ca["model"].items():
         assert torch.equal(v, cb["model"][k]), k     # exact resume
     assert cb["cpu"] > 0 and cb["elapsed"] > 0
-    M.main(["--out", str(split), "--export", str(out)])
+    M.main(["--out", str(split), "--export", str(out), "--figure", str(tmp_path / "recon.png")])
+    assert (tmp_path / "recon.png").stat().st_size > 1000
     meta = json.loads((out / "course_vit_mae.json").read_text())
     assert meta["steps"] == 3 and meta["seed"] == 0 and meta["images_seen"] == 12
     assert "reinlite pretrain-mae" in meta["command"] and "--steps 3" in meta["command"]

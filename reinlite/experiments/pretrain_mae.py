@@ -225,6 +225,84 @@ def export(ckpt_path: Path, dest: Path) -> Path:
     return wpath
 
 
+def reconstruction_figure(ckpt_path: Path, path: Path, bench: Optional[Path] = None, n: int = 4,
+                          seed: int = 0) -> Path:
+    """Masked input | reconstruction | original for ``n`` images (benchmark targets if ``bench``,
+    else fresh corpus scenes), at the pretraining size and mask ratio; saved to ``path``."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    from .corpus import to_tensor_image
+
+    ck = torch.load(ckpt_path, map_location="cpu", weights_only=True)
+    a = ck["args"]
+    model = MaskedAutoencoder(build_vit(**ck.get("vit_overrides", {})), a["dec_dim"], a["dec_depth"], a["dec_heads"])
+    model.load_state_dict(ck["model"])
+    model.eval()
+    size = tuple(int(v) for v in model.vit.patch_embed.img_size)
+    if bench is not None:
+        from PIL import Image
+
+        from reinlite.data.benchmark import benchmark_datasets
+
+        sets = benchmark_datasets(bench)
+        names = [d for d in sets if d not in ("gta", "gta_val")][:n]
+        raw = [np.asarray(Image.fromarray(sets[d].load(0)[0]).resize(size[::-1], Image.BILINEAR))
+               for d in names]
+        images = torch.from_numpy(np.stack([to_tensor_image(r) for r in raw]))
+    else:
+        names = [f"corpus {i}" for i in range(n)]
+        images = ImageCorpus(seed + 1, n, stream=MAE_STREAM, views=1, size=size, full=(2 * size[0], 2 * size[1]))
+        images = torch.cat([images[i] for i in range(n)])
+    p = model.p
+    gh, gw = model.grid
+    n_keep = max(1, int(round(gh * gw * (1 - a["mask_ratio"]))))
+    keep = random_keep(len(images), gh * gw, n_keep, step_generator(seed, 0))
+    with torch.no_grad():
+        pred, mask = model(images, keep)
+    target = patchify(images, p)                          # [B, N, p*p*3]
+    # the loss predicts per-patch *normalised* pixels; to show them, undo the normalisation with
+    # the mean / std of the image's *visible* patches (never the masked patches' own statistics)
+    vis = (1 - mask)[..., None]
+    mean = (target.mean(-1, keepdim=True) * vis).sum(1, keepdim=True) / vis.sum(1, keepdim=True)
+    std = (target.std(-1, keepdim=True) * vis).sum(1, keepdim=True) / vis.sum(1, keepdim=True)
+    recon = torch.where(mask[..., None] > 0, pred * std + mean, target)
+
+    def unpatch(x):
+        B = x.shape[0]
+        return x.reshape(B, gh, gw, p, p, 3).permute(0, 1, 3, 2, 4, 5).reshape(B, gh * p, gw * p, 3)
+
+    from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
+
+    def to_rgb(x):
+        return (x * torch.tensor(IMAGENET_DEFAULT_STD) + torch.tensor(IMAGENET_DEFAULT_MEAN)).clamp(0, 1).numpy()
+
+    grey = unpatch(mask[..., None].expand_as(target)).numpy() > 0
+    masked = np.where(grey, 0.5, to_rgb(unpatch(target)))
+    cols = [("masked input", masked), ("reconstruction", to_rgb(unpatch(recon))),
+            ("original", to_rgb(unpatch(target)))]
+    fig, axes = plt.subplots(len(images), 3, figsize=(7.5, 1.35 * len(images) + 0.3))
+    for r in range(len(images)):
+        for c, (title, arr) in enumerate(cols):
+            ax = axes[r, c]
+            ax.imshow(arr[r], interpolation="nearest")
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if r == 0:
+                ax.set_title(title, fontsize=8)
+        axes[r, 0].set_ylabel(names[r], fontsize=8)
+    fig.suptitle(f"{NAME} at step {ck['step']}: {a['mask_ratio']:.0%} of the patches masked (masked patches "
+                 f"shown with the visible patches' mean contrast)", fontsize=8)
+    fig.tight_layout(pad=0.3)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
 # ----------------------------------------------------------------------------- the run
 def add_arguments(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--out", type=Path, default=Path("/tmp/course_vit_mae_run"),
@@ -248,6 +326,10 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
                     help="stop (after checkpointing) when this session has run this long")
     ap.add_argument("--export", type=Path, default=None,
                     help=f"only export <out>/{CKPT} to DIR/{NAME}.{{safetensors,json}}")
+    ap.add_argument("--figure", type=Path, default=None,
+                    help="with --export: also save masked input | reconstruction | original to this PNG")
+    ap.add_argument("--figure-bench", type=Path, default=None,
+                    help="with --figure: show the first image of each target domain of this benchmark")
     ap.add_argument("--tiny", action="store_true", help=argparse.SUPPRESS)  # tests: a 2-block, 32-wide ViT
 
 
@@ -260,6 +342,8 @@ def run(args: argparse.Namespace, command: Optional[str] = None) -> dict:
     ckpt_path = args.out / CKPT
     if args.export is not None:
         export(ckpt_path, args.export)
+        if args.figure is not None:
+            reconstruction_figure(ckpt_path, args.figure, args.figure_bench)
         return {}
     torch.set_num_threads(args.threads)
     vit_overrides = dict(embed_dim=32, depth=2, num_heads=2, img_size=(16, 32)) if args.tiny else {}
