@@ -131,7 +131,7 @@ def add_data(sub) -> None:
     b.add_argument("--source", type=int, default=2000, help="source (gta) training images")
     b.add_argument("--target", type=int, default=500, help="images per target domain (and held-out source)")
     b.add_argument("--size", type=int, nargs=2, default=(128, 256), metavar=("H", "W"))
-    b.add_argument("--workers", type=int, default=2)
+    b.add_argument("--workers", type=int, default=0, help="processes (0: one per processor)")
     b.add_argument("--figure", default=None, help="also save a sample figure (PNG) here")
     b.set_defaults(func=run_data)
 
@@ -293,6 +293,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     import logging
+    import os
+
+    # Idle OpenMP threads sleep instead of spinning: on a machine whose cores other jobs share,
+    # spinning threads made 2-thread steps 3-15x slower (docs/speed.md). Set before torch loads.
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
     parser = build_parser()
     args = parser.parse_args(argv)

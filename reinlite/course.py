@@ -340,7 +340,7 @@ def benchmark_root(root=None, seed: int = 0, verbose: bool = True) -> "Path":
     if verbose:
         print(f"benchmark: writing {sizes['source']} source + {sizes['target']} per target to {shown_path(root)} ...")
     root.parent.mkdir(parents=True, exist_ok=True)
-    write_benchmark(tmp, seed=seed, workers=pick(2, 1), progress=False, **sizes)
+    write_benchmark(tmp, seed=seed, workers=None, progress=False, **sizes)
     try:
         tmp.rename(root)
     except OSError:  # another process finished first: use theirs

@@ -350,12 +350,15 @@ class Mask2FormerLoss(nn.Module):
         """One (pred idx, target idx) pair of index tensors per image (one layer's prediction:
         pred_logits [B, m, K+1], pred_masks [B, m, h, w])."""
         labels, tmasks, sizes = _pad_targets(targets, pred_masks.device)
-        draws = self._draw_points(sizes, 1, pred_masks.device)
-        if draws[0]["match"] is None:
+        if not sum(sizes):
             e = torch.empty(0, dtype=torch.long)
             return [(e, e) for _ in targets]
+        # only the matching's points are drawn (as the loss draws them first), so a replay
+        # that matches, then samples the loss's points, sees the loss's random numbers
+        coords = torch.stack([torch.rand(self.num_points, 2, device=pred_masks.device)
+                              for s in sizes if s])
         found = self._match_all(pred_logits[None], pred_masks[None], labels, tmasks, sizes,
-                                draws[0]["match"][None])[0]
+                                coords[None])[0]
         return [(torch.as_tensor(r), torch.as_tensor(c)) for r, c in found]
 
     def _layer_losses(self, logits: torch.Tensor, masks: torch.Tensor, labels: torch.Tensor,
@@ -365,8 +368,10 @@ class Mask2FormerLoss(nn.Module):
         each image's are real): a list (one per layer) of dict(loss_cls, loss_mask, loss_dice)."""
         num_layers, b, m = logits.shape[:3]
         dev = logits.device
-        draws = self._draw_points(sizes, num_layers, dev)
-        n = sum(sizes)
+        # with more targets than queries only m of an image's targets are matched
+        matched = [min(s, m) for s in sizes]
+        draws = self._draw_points(matched, num_layers, dev)
+        n = sum(matched)
         matches = (self._match_all(logits, masks, labels, tmasks, sizes,
                                    torch.stack([d["match"] for d in draws]))
                    if n else None)
@@ -424,6 +429,11 @@ class Mask2FormerLoss(nn.Module):
         preds = [outputs]
         if self.deep_supervision:
             preds += list(outputs.get("aux_outputs", []))
+        shapes = {(tuple(p["pred_logits"].shape), tuple(p["pred_masks"].shape)) for p in preds}
+        if len(shapes) > 1:
+            raise ValueError(f"every prediction (final and aux_outputs) must have the same "
+                             f"pred_logits / pred_masks shapes (the losses of all decoder layers "
+                             f"are computed as one batch), got {sorted(shapes)}")
         logits = torch.stack([p["pred_logits"].float() for p in preds])
         masks = torch.stack([p["pred_masks"].float() for p in preds])
         per_layer = self._layer_losses(logits, masks, labels, tmasks, sizes, num_masks)

@@ -2,6 +2,7 @@
 
 The training augmentation is tested in tests/test_transforms.py."""
 import hashlib
+import json
 from pathlib import Path
 
 import numpy as np
@@ -52,11 +53,26 @@ def test_class_table():
 
 
 # ------------------------------------------------------------------------- benchmark
-def test_benchmark_is_deterministic(tmp_path, bench):
-    write_benchmark(tmp_path / "b", seed=3, source=6, target=3, size=(32, 64), workers=2, progress=False)
-    assert tree_digest(tmp_path / "b") == tree_digest(bench)   # same bytes, any worker count
-    write_benchmark(tmp_path / "c", seed=4, source=6, target=3, size=(32, 64), workers=1, progress=False)
-    assert tree_digest(tmp_path / "c") != tree_digest(bench)
+@pytest.mark.parametrize("workers", [2, 3, None])
+def test_benchmark_is_deterministic(tmp_path, bench, workers):
+    # the fixture rendered in this process; here 2 / 3 / one-per-processor workers split the
+    # 27 images into chunks of 2-3: the same bytes (and the same manifest), any worker count
+    m = write_benchmark(tmp_path / "b", seed=3, source=6, target=3, size=(32, 64), workers=workers,
+                        progress=False)
+    assert tree_digest(tmp_path / "b") == tree_digest(bench)
+    assert m == json.loads((bench / "benchmark.json").read_text())
+    if workers == 2:
+        write_benchmark(tmp_path / "c", seed=4, source=6, target=3, size=(32, 64), workers=1,
+                        progress=False)
+        assert tree_digest(tmp_path / "c") != tree_digest(bench)
+
+
+def test_benchmark_workers_are_checked(tmp_path):
+    from reinlite.data.benchmark import default_workers
+
+    assert default_workers() >= 1
+    with pytest.raises(ValueError, match="workers must be at least 1"):
+        write_benchmark(tmp_path / "b", source=1, target=1, size=(16, 32), workers=-1, progress=False)
 
 
 def test_benchmark_through_real_loaders(bench):

@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import statistics
 import subprocess
 import sys
@@ -224,7 +225,8 @@ def time_side_by_side(args) -> dict:
                          pair_ratio_median=statistics.median(pair_ratios),
                          old_spread_ms=[min(x["wall_s"] for x in o) * 1e3, max(x["wall_s"] for x in o) * 1e3],
                          new_spread_ms=[min(x["wall_s"] for x in n) * 1e3, max(x["wall_s"] for x in n) * 1e3]))
-    return dict(old=args.old, new=trees_label["new"], repeats=args.repeats, steps=args.steps,
+    omp = {k: os.environ[k] for k in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT") if k in os.environ}
+    return dict(old=args.old, new=trees_label["new"], repeats=args.repeats, steps=args.steps, omp_env=omp,
                 warmup=args.warmup, compile=bool(args.compile), rows=rows, load_average=loads,
                 seconds=round(time.perf_counter() - t_start, 1), cpu_count=os.cpu_count(), runs=runs)
 
@@ -234,7 +236,9 @@ def table(result: dict) -> str:
              f"new = this tree{' + torch.compile' if result['compile'] else ''}; medians of "
              f"{result['repeats']} interleaved fresh processes x {result['steps']} steps "
              f"(after {result['warmup']} warm-up); load average during the run: "
-             f"{' -> '.join(result['load_average'])} on {result['cpu_count']} cores.", "",
+             f"{' -> '.join(result['load_average'])} on {result['cpu_count']} cores"
+             + (f"; {', '.join(f'{k}={v}' for k, v in result['omp_env'].items())}" if result.get("omp_env") else "")
+             + ".", "",
              "| threads | old ms/step | new ms/step | speed-up (wall) | speed-up (pairs) | old cpu ms | new cpu ms | speed-up (cpu) |",
              "|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in result["rows"]:
@@ -292,6 +296,8 @@ def main(argv=None) -> int:
     p.add_argument("--json", default=None, help="write the result as JSON here")
     p.add_argument("--md", default=None, help="write the table (markdown) here")
     args = p.parse_args(argv)
+    # a killed run still removes its temporary worktree (SIGTERM -> SystemExit -> __exit__)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     if args.worker:
         print(RESULT + json.dumps(worker(json.loads(args.worker))), flush=True)
         return 0

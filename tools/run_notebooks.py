@@ -102,6 +102,11 @@ def volatile(nb: Any) -> list[str]:
     return found
 
 
+# Kernels' idle OpenMP threads sleep instead of spinning (on shared cores spinning threads made
+# cells 3-15x slower, docs/speed.md); set before a kernel imports torch.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+
 def execute(path: Path, timeout: int = 600, allow_stderr: bool = False) -> float:
     """Run ``path`` top to bottom, strip it and write it back; return the wall time in seconds."""
     from nbclient import NotebookClient

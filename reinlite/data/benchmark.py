@@ -13,9 +13,10 @@
     out/benchmark.json  seed, sizes, counts and per-domain class frequencies
 
 ``benchmark_datasets(out)`` reads it back through the real loaders (``reinlite.data.datasets``).
-Image i of domain d is drawn from ``SeedSequence([seed, BENCHMARK_TAG, d, i])`` alone, so
-the output is identical byte for byte whatever the number of workers; other uses of the
-renderer (e.g. pretraining the course backbone) should use a different tag.
+Image i of domain d is drawn from ``SeedSequence([seed, BENCHMARK_TAG, d, i])`` alone (each
+image is a pure function of (seed, domain, index)), so the output is identical byte for byte
+whatever the number of worker processes; other uses of the renderer (e.g. pretraining the
+course backbone) should use a different tag.
 """
 from __future__ import annotations
 
@@ -29,8 +30,8 @@ from PIL import Image
 from . import classes as C
 from . import synthetic as syn
 
-__all__ = ["write_benchmark", "benchmark_datasets", "sample_figure", "BENCHMARK_TAG",
-           "DOMAIN_FOLDERS", "CITIES"]
+__all__ = ["write_benchmark", "benchmark_datasets", "sample_figure", "default_workers",
+           "BENCHMARK_TAG", "DOMAIN_FOLDERS", "CITIES"]
 
 BENCHMARK_TAG = 0xBE7C  # seed-sequence tag of the benchmark's images
 DOMAIN_FOLDERS = {"gta": "gta", "cityscapes": "cityscapes", "bdd100k": "bdd100k",
@@ -88,6 +89,13 @@ def _names(domain, i, style):
     raise ValueError(domain)
 
 
+def default_workers() -> int:
+    """The processors this process may run on (its CPU affinity; ``os.cpu_count()`` elsewhere)."""
+    if hasattr(os, "sched_getaffinity"):
+        return max(len(os.sched_getaffinity(0)), 1)
+    return max(os.cpu_count() or 1, 1)
+
+
 def _render_one(task):
     """Render and write image i of a domain; returns its train-id histogram (int64 [256])."""
     out, domain, d_index, i, seed, size = task
@@ -101,6 +109,7 @@ def _render_one(task):
     img_path.parent.mkdir(parents=True, exist_ok=True)
     lab_path.parent.mkdir(parents=True, exist_ok=True)
     label = r["label"]
+    train_ids = C.map_ids(label, C.CITYSCAPES_LUT)
     if img_path.suffix == ".jpg":
         Image.fromarray(r["image"]).save(img_path, format="JPEG", quality=90)
     else:
@@ -108,17 +117,17 @@ def _render_one(task):
     if domain == "gta":
         _save_png(label, lab_path, _GTA_PALETTE)
     elif domain == "bdd100k":
-        _save_png(C.map_ids(label, C.CITYSCAPES_LUT), lab_path)
+        _save_png(train_ids, lab_path)
     elif domain == "mapillary":
         _save_png(_LABEL_TO_MAPILLARY[label], lab_path, _MAPILLARY_PALETTE)
     else:
         _save_png(label, lab_path)
-    return np.bincount(C.map_ids(label, C.CITYSCAPES_LUT).ravel(), minlength=256)
+    return np.bincount(train_ids.ravel(), minlength=256)
 
 
 def write_benchmark(out, seed: int = 0, source: int = 2000, target: int = 500,
                     size=(128, 256), domains=syn.DOMAINS, heldout: int | None = None,
-                    workers: int = 2, progress: bool = True) -> dict:
+                    workers: int | None = None, progress: bool = True) -> dict:
     """Write the benchmark under ``out`` (see the module docstring); returns the manifest.
 
     Args:
@@ -127,7 +136,9 @@ def write_benchmark(out, seed: int = 0, source: int = 2000, target: int = 500,
         target: number of images per target domain.
         size: (H, W) of every image.
         heldout: held-out source images (val.txt), default ``target``.
-        workers: processes (1 = in this process).
+        workers: processes rendering in parallel; ``None`` or 0: one per processor this
+            process may use (``default_workers()``); 1: in this process. The bytes written do
+            not depend on it.
     """
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -137,12 +148,17 @@ def write_benchmark(out, seed: int = 0, source: int = 2000, target: int = 500,
     tasks = [(str(out), d, syn.DOMAINS.index(d), i, int(seed), size)
              for d in domains for i in range(counts[d])]
     hist = {d: np.zeros(256, np.int64) for d in domains}
+    workers = min(int(workers) if workers else default_workers(), max(len(tasks), 1))
+    if workers < 1:
+        raise ValueError(f"workers must be at least 1 (or None / 0 for one per processor), got {workers}")
     if workers > 1:
         import multiprocessing as mp
 
         ctx = mp.get_context("fork" if os.name == "posix" else "spawn")
+        # chunks small enough that every worker gets several (the domains differ in cost)
+        chunksize = max(1, min(16, len(tasks) // (4 * workers)))
         with ctx.Pool(workers) as pool:
-            results = pool.imap(_render_one, tasks, chunksize=16)
+            results = pool.imap(_render_one, tasks, chunksize=chunksize)
             hist = _collect(results, tasks, hist, progress)
     else:
         hist = _collect(map(_render_one, tasks), tasks, hist, progress)
@@ -241,13 +257,14 @@ def run_benchmark_cli(args) -> int:
     if args.source < 1 or args.target < 1:
         raise ValueError("--source and --target must be at least 1")
     start = time.perf_counter()
+    workers = getattr(args, "workers", None) or default_workers()
     m = write_benchmark(args.out, seed=args.seed, source=args.source, target=args.target,
-                        size=tuple(args.size), workers=args.workers)
+                        size=tuple(args.size), workers=workers)
     took = time.perf_counter() - start
     n = sum(d["images"] for d in m["domains"].values())
     per = ", ".join(f"{d}: {v['images']}" for d, v in m["domains"].items())
     print(f"wrote {n} images ({per}) at {args.size[0]}x{args.size[1]} to {args.out} "
-          f"in {took:.1f} s ({n / took:.0f} images/s)")
+          f"in {took:.1f} s ({n / took:.0f} images/s, {workers} worker{'s' if workers > 1 else ''})")
     if args.figure:
         print(f"sample figure: {sample_figure(args.out, args.figure)}")
     return 0
