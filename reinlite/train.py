@@ -36,6 +36,7 @@ from .checkpoint import (CKPT_NAME, read_optimizer_state, read_run_checkpoint,
 from .config import Config, ConfigError, changed_keys, load_config
 from .data.pipeline import AugmentedDataset, StepBatchSampler, build_dataset, collate, mix_seed
 from .data.transforms import TrainAugment
+from .diagnostics import record_delta_ratios, rein_log_entry
 from .model import build_criterion, build_model
 from .optim import build_optimizer, poly_lr, set_lr
 
@@ -172,7 +173,9 @@ def train(cfg: Config, *, stop_at: Optional[int] = None,
             labels = labels.to(device, non_blocking=True)
             lr = poly_lr(o.lr, step, iters, o.poly_power)
             set_lr(optimizer, lr)
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp_on):
+            logging_step = is_main and ((step + 1) % int(t.log_every) == 0 or step + 1 == iters or step == start)
+            with record_delta_ratios(model, enabled=logging_step) as ratios, \
+                    torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp_on):
                 outputs = net(images)
             losses = criterion(outputs, labels)
             loss = losses["loss"]
@@ -197,13 +200,15 @@ def train(cfg: Config, *, stop_at: Optional[int] = None,
             if on_step is not None:
                 on_step(step, record)
             if is_main:
-                if step % int(t.log_every) == 0 or step == iters or step == start + 1:
+                if logging_step:
                     entry = dict(step=step, lr=lr, grad_norm=float(gnorm), **record,
-                                 seconds=round(time.perf_counter() - t0, 2))
+                                 seconds=round(time.perf_counter() - t0, 2), **rein_log_entry(model, ratios))
                     log_file.write(json.dumps(entry) + "\n")
                     log_file.flush()
                     if writer is not None:
                         for k, v in entry.items():
+                            if isinstance(v, list):
+                                continue
                             writer.add_scalar(f"train/{k}", v, step)
                 if bar is not None:
                     bar.update(1)

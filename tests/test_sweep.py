@@ -185,9 +185,13 @@ def test_tiny_sweep_builds_each_method_by_config_and_records_curves(tmp_path, mo
     assert load_model(runs["lora"]["checkpoint"])[1].model.method_kwargs == {"rank": 8}
     assert isinstance(runs["rein"]["curve"][0]["query_cosine"], float)
     assert runs["lora"]["curve"][0]["query_cosine"] is None
+    for point in runs["rein"]["curve"]:  # Rein's diagnostics at every evaluation point
+        assert isinstance(point["rein_scale"], float) and 0 < point["rein_delta_ratio"] < 10
+        assert len(point["rein_delta_ratio_layers"]) == 4
+    assert runs["lora"]["curve"][0]["rein_scale"] is None
     assert runs["rein"]["miou"] == runs["rein"]["curve"][-1]["miou"]
     md = (out / "results.md").read_text()
-    assert "### learning curves" in md and "query cosine" in md
+    assert "### learning curves" in md and "query cosine" in md and "Rein scale s" in md
 
     # resuming trains nothing: the finished runs are skipped
     import reinlite.train

@@ -51,6 +51,8 @@ config's ``key=value`` overrides apply to every run.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import fcntl
 import json
 import logging
 import statistics
@@ -153,25 +155,23 @@ def run_name(spec: dict, seed: int, backbone: Optional[str] = None) -> str:
     return name.replace(" ", "_").replace("(", "").replace(")", "").replace("+", "plus_")
 
 
-def mean_pairwise_cosine(q) -> float:
-    """Mean cosine similarity between distinct rows of q [m, Q] (1 = identical queries)."""
-    import torch
+def _diagnostics_at(run_dir: Path, step: int, model) -> dict:
+    """Rein's diagnostics at ``step``: the scale and query cosine of the model, and the feature
+    delta ratio of the training log's last line at or before that step (``reinlite.diagnostics``;
+    the same step when ``train.log_every`` divides it), with the step it was measured at."""
+    from reinlite.diagnostics import query_cosine, rein_scale
 
-    q = q.detach().float()
-    cos = torch.nn.functional.cosine_similarity(q[:, None], q[None], dim=-1)
-    return float(cos[~torch.eye(len(q), dtype=torch.bool)].mean())
-
-
-def query_cosine(model) -> Optional[float]:
-    """Mean pairwise cosine of Rein's queries, or None for a model whose queries are not Rein's."""
-    import torch
-
-    rein = getattr(model.backbone, "rein", None)
-    if rein is None:
-        return None
-    with torch.no_grad():
-        q = rein.queries()
-    return None if q is None else mean_pairwise_cosine(q)
+    out = dict(query_cosine=query_cosine(model), rein_scale=rein_scale(model),
+               rein_delta_ratio=None, rein_delta_ratio_layers=None, rein_delta_ratio_step=None)
+    log_path = run_dir / "log.jsonl"
+    if out["rein_scale"] is not None and log_path.is_file():
+        for line in log_path.read_text().splitlines():
+            entry = json.loads(line)
+            if "rein_delta_ratio" in entry and entry.get("step", step + 1) <= step:
+                out["rein_delta_ratio"] = entry["rein_delta_ratio"]
+                out["rein_delta_ratio_layers"] = entry.get("rein_delta_ratio_layers")
+                out["rein_delta_ratio_step"] = entry["step"]
+    return out
 
 
 # ----------------------------------------------------------------------------- one run
@@ -224,8 +224,8 @@ def run_one(spec: dict, seed: int, base: dict, out: Path, eval_source: bool,
             break
         res, model, _ = _evaluate_checkpoint(result["checkpoint"], domains, cfg.model.method)
         curve.append(dict(step=k, miou={dk: v["miou"] for dk, v in res["domains"].items()},
-                          mean_targets=res["mean"], query_cosine=query_cosine(model),
-                          eval_seconds=res["seconds"]))
+                          mean_targets=res["mean"], eval_seconds=res["seconds"],
+                          **_diagnostics_at(run_dir, k, model)))
         run_dir.mkdir(parents=True, exist_ok=True)
         curve_path.write_text(json.dumps(curve, indent=1) + "\n")
     res, model, stored = _evaluate_checkpoint(result["checkpoint"], domains, cfg.model.method)
@@ -236,10 +236,10 @@ def run_one(spec: dict, seed: int, base: dict, out: Path, eval_source: bool,
                miou={k: v["miou"] for k, v in res["domains"].items()}, mean_targets=res["mean"],
                targets=res["targets"], train_seconds=train_seconds, eval_seconds=res["seconds"],
                steps=result["step"], final_loss=(result.get("losses") or [None])[-1],
-               query_cosine=query_cosine(model), checkpoint=str(result["checkpoint"]))
+               checkpoint=str(result["checkpoint"]), **_diagnostics_at(run_dir, result["step"], model))
     if eval_at:
         curve.append(dict(step=iters, miou=rec["miou"], mean_targets=rec["mean_targets"],
-                          query_cosine=rec["query_cosine"], eval_seconds=res["seconds"]))
+                          eval_seconds=res["seconds"], **_diagnostics_at(run_dir, iters, model)))
         rec["curve"] = sorted(curve, key=lambda p: p["step"])
     return rec
 
@@ -336,6 +336,9 @@ def _gains(records: list[dict], backbones: list) -> list[str]:
             "| backbone | difference | seeds | per seed | mean ± sd |", "|---|---|---:|---|---:|", *rows, ""]
 
 
+_FORMATS = {"query cosine": "{:.2f}", "Rein scale s": "{:.3f}", "‖sΔf‖/‖f‖": "{:.3f}"}
+
+
 def _curves(records: list[dict], backbones: list) -> list[str]:
     """Targets' mean (and source, and Rein's query cosine) at each evaluated step."""
     out = []
@@ -353,15 +356,17 @@ def _curves(records: list[dict], backbones: list) -> list[str]:
             quantities = [("targets' mean", lambda p: p["mean_targets"])]
             if source:
                 quantities.append((f"{source} (source)", lambda p: p["miou"].get(source)))
-            if any(p.get("query_cosine") is not None for r in rs for p in r["curve"]):
-                quantities.append(("query cosine", lambda p: p.get("query_cosine")))
+            for key, label in (("query_cosine", "query cosine"), ("rein_scale", "Rein scale s"),
+                               ("rein_delta_ratio", "‖sΔf‖/‖f‖")):
+                if any(p.get(key) is not None for r in rs for p in r["curve"]):
+                    quantities.append((label, lambda p, key=key: p.get(key)))
             for label, get in quantities:
                 cells = []
                 for s in steps:
                     vals = [get(p) for r in rs for p in r["curve"] if p["step"] == s]
                     m, sd = _mean_sd(vals)
-                    cells.append("" if m != m else (f"{m:.2f} ± {sd:.2f}" if label == "query cosine"
-                                                     else f"{m:.1f} ± {sd:.1f}"))
+                    fmt = _FORMATS.get(label, "{:.1f}")
+                    cells.append("" if m != m else f"{fmt.format(m)} ± {fmt.format(sd)}")
                 out.append(f"| {name} | {len(rs)} | {label} | " + " | ".join(cells) + " |")
         out.append("")
     return out
@@ -498,15 +503,25 @@ def run(args: argparse.Namespace, command: str) -> dict:
         planned.add(k)
 
     def record(rec):
+        nonlocal data
         log.info("== %s / %s / seed %d%s: mIoU %s  mean(targets) %.1f  train %.0f s", rec["group"], rec["name"],
                  rec["seed"], f" / {rec['backbone']}" if rec.get("backbone") else "",
                  {k: round(v, 1) for k, v in rec["miou"].items()}, rec["mean_targets"], rec["train_seconds"])
         rec["command"] = command
-        data["runs"].append(rec)
-        data["config"] = base
-        data["command"] = command
-        results_path.write_text(json.dumps(data, indent=1) + "\n")
-        (out / "results.md").write_text(summarise(data["runs"], base) + "\n")
+        with _locked(out / ".results.lock"):  # another sweep process may share this folder
+            if results_path.is_file():
+                on_disk = json.loads(results_path.read_text())
+                mine = {(r["group"], r["name"], r["seed"], r.get("backbone")) for r in data["runs"]}
+                data["runs"] += [r for r in on_disk["runs"]
+                                 if (r["group"], r["name"], r["seed"], r.get("backbone")) not in mine]
+                data["backbones"] = {**on_disk.get("backbones", {}), **data["backbones"]}
+            data["runs"].append(rec)
+            data["config"] = base
+            data["command"] = command
+            tmp = results_path.with_suffix(".json.tmp")
+            tmp.write_text(json.dumps(data, indent=1) + "\n")
+            tmp.replace(results_path)
+            (out / "results.md").write_text(summarise(data["runs"], base) + "\n")
 
     source = not args.no_source
     if args.jobs <= 1:
@@ -528,6 +543,17 @@ def run(args: argparse.Namespace, command: str) -> dict:
         src = trained()[same_key(spec["method"], spec["kwargs"], spec["overrides"], seed, backbone_label(bb))]
         record(dict(src, group=spec["group"], name=spec["name"], same_as=f"{src['group']}/{src['name']}"))
     return data
+
+
+@contextlib.contextmanager
+def _locked(path: Path):
+    """An exclusive lock on ``path`` (POSIX flock) for a read-modify-write of results.json."""
+    with open(path, "a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
 
 
 def _spec_overrides(rec: dict) -> list[str]:
