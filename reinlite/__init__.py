@@ -1,11 +1,24 @@
 """reinlite: Rein (CVPR 2024) for domain-generalized semantic segmentation, small and tested.
 
-    from reinlite import Rein, build_backbone
+    from reinlite import Rein, build_backbone, build_model, load_model
+
+The package's folders are its architecture:
+    models/       the Rein layer, the frozen ViT it refines, the baselines, the Mask2Former head,
+                  the losses, and the segmentor with its one builder
+    engine/       the training step and loop, evaluation, optimiser and schedule, run checkpoints,
+                  Rein's diagnostics
+    data/         class tables, datasets in the real layouts, the augmentation, the benchmark
+    weights/      outside weights loaded safely (and the shipped course backbones beside the code)
+    config.py     the typed config: the one home of every default
+    course/       notebook helpers, student feedback, notebook figures, the paper's numbers
+    experiments/  research programs and measurements (pretraining, sweeps, probes, costs, GPU
+                  check); nothing above imports them
 """
-from .backbone import ReinBackbone, build_backbone, parameter_table
-from .checkpoint import CheckpointError, load_rein_checkpoint
-from .rein import Rein
+from reinlite.models.backbone import ReinBackbone, build_backbone, parameter_table
+from reinlite.models.rein import Rein
+from reinlite.models.segmentor import build_model, load_model
+from reinlite.weights import CheckpointError, load_rein_checkpoint
 
 __version__ = "0.1.0"
-__all__ = ["Rein", "ReinBackbone", "build_backbone", "parameter_table", "load_rein_checkpoint",
-           "CheckpointError", "__version__"]
+__all__ = ["Rein", "ReinBackbone", "build_backbone", "build_model", "load_model", "parameter_table",
+           "load_rein_checkpoint", "CheckpointError", "__version__"]

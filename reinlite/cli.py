@@ -34,11 +34,11 @@ def run_info(args) -> int:
 
     import torch
 
-    from .backbone import build_backbone, parameter_table
+    from reinlite.models.backbone import build_backbone, parameter_table
 
     from dataclasses import asdict
 
-    from .config import load_config
+    from reinlite.config import load_config
 
     pretrained = {"true": True, "false": False}.get(args.pretrained.lower(), args.pretrained)
     rein = asdict(load_config("gta2cs_dinov2_large").model.rein)
@@ -69,7 +69,7 @@ def add_demo(sub) -> None:
 
 
 def run_demo(args) -> int:
-    from .demo import run_demo as demo
+    from reinlite.engine.demo import run_demo as demo
 
     demo(args.config, args.overrides)
     return 0
@@ -85,7 +85,7 @@ def add_train(sub) -> None:
 
 
 def run_train(args) -> int:
-    from .train import run_train_cli
+    from reinlite.engine.train import run_train_cli
 
     return run_train_cli(args)
 
@@ -101,7 +101,7 @@ def add_eval(sub) -> None:
 
 
 def run_eval(args) -> int:
-    from .evaluate import run_eval_cli
+    from reinlite.engine.evaluate import run_eval_cli
 
     return run_eval_cli(args)
 
@@ -116,7 +116,7 @@ def add_predict(sub) -> None:
 
 
 def run_predict(args) -> int:
-    from .evaluate import run_predict_cli
+    from reinlite.engine.evaluate import run_predict_cli
 
     return run_predict_cli(args)
 
@@ -137,7 +137,7 @@ def add_data(sub) -> None:
 
 
 def run_data(args) -> int:
-    from .data.benchmark import run_benchmark_cli
+    from reinlite.data.benchmark import run_benchmark_cli
 
     return run_benchmark_cli(args)
 
@@ -152,7 +152,7 @@ def add_ship_run(sub) -> None:
 
 
 def run_ship_run(args) -> int:
-    from .course import ship_run
+    from reinlite.course import ship_run
 
     path = ship_run(args.run_dir, args.name, args.command)
     print(f"wrote {path} and {path.with_suffix('.json')}")
@@ -161,7 +161,7 @@ def run_ship_run(args) -> int:
 
 # ----------------------------------------------------------------------------- costs
 def add_costs(sub) -> None:
-    from .costs import add_arguments
+    from reinlite.experiments.costs import add_arguments
 
     p = sub.add_parser("costs", aliases=["bench"],
                        help="step time, peak memory and parameters of Rein vs frozen / full / LoRA / VPT / AdaptFormer")
@@ -170,14 +170,14 @@ def add_costs(sub) -> None:
 
 
 def run_costs(args) -> int:
-    from .costs import run_bench as run
+    from reinlite.experiments.costs import run_bench as run
 
     return run(args)
 
 
 # ----------------------------------------------------------------------------- gpu-check (gpu)
 def add_gpu_check(sub) -> None:
-    from .gpu_check import add_arguments
+    from reinlite.experiments.gpu_check import add_arguments
 
     p = sub.add_parser("gpu-check", help="the GPU path in one call (<= 8 min): Rein vs full fine-tuning "
                                          "time and memory against the paper's Table 8, bf16, compile, "
@@ -187,14 +187,14 @@ def add_gpu_check(sub) -> None:
 
 
 def run_gpu_check(args) -> int:
-    from .gpu_check import run_cli
+    from reinlite.experiments.gpu_check import run_cli
 
     return run_cli(args)
 
 
 # ----------------------------------------------------------------------------- experiments
 def add_probe(sub) -> None:
-    from .experiments.probe import add_arguments
+    from reinlite.experiments.probe import add_arguments
 
     p = sub.add_parser("probe", help="linear probe of frozen backbone features, source -> targets, vs a random ViT")
     add_arguments(p)
@@ -202,7 +202,7 @@ def add_probe(sub) -> None:
 
 
 def run_probe(args) -> int:
-    from .experiments.probe import run
+    from reinlite.experiments.probe import run
 
     out = run(args)
     print(out["table"])
@@ -212,7 +212,7 @@ def run_probe(args) -> int:
 
 
 def add_pretrain(sub) -> None:
-    from .experiments.pretrain import add_arguments
+    from reinlite.experiments.pretrain import add_arguments
 
     p = sub.add_parser("pretrain", help="pretrain the proxy-supervised course backbone (course_vit)")
     add_arguments(p)
@@ -220,14 +220,14 @@ def add_pretrain(sub) -> None:
 
 
 def run_pretrain(args) -> int:
-    from .experiments import command_of
-    from .experiments.pretrain import add_arguments, run
+    from reinlite.experiments import command_of
+    from reinlite.experiments.pretrain import add_arguments, run
 
     return run(args, command_of("reinlite pretrain", args, add_arguments))
 
 
 def add_pretrain_mae(sub) -> None:
-    from .experiments.pretrain_mae import add_arguments
+    from reinlite.experiments.pretrain_mae import add_arguments
 
     p = sub.add_parser("pretrain-mae", help="pretrain the self-supervised course backbone (course_vit_mae, MAE-style)")
     add_arguments(p)
@@ -235,15 +235,15 @@ def add_pretrain_mae(sub) -> None:
 
 
 def run_pretrain_mae(args) -> int:
-    from .experiments import command_of
-    from .experiments.pretrain_mae import add_arguments, run
+    from reinlite.experiments import command_of
+    from reinlite.experiments.pretrain_mae import add_arguments, run
 
     run(args, command_of("reinlite pretrain-mae", args, add_arguments))
     return 0
 
 
 def add_domain_shift(sub) -> None:
-    from .experiments.domain_shift import add_arguments
+    from reinlite.experiments.domain_shift import add_arguments
 
     p = sub.add_parser("domain-shift", help="train a small CNN on the source, mIoU on every target: is the shift real?")
     add_arguments(p)
@@ -251,7 +251,7 @@ def add_domain_shift(sub) -> None:
 
 
 def run_domain_shift(args) -> int:
-    from .experiments.domain_shift import run
+    from reinlite.experiments.domain_shift import run
 
     out = run(args)
     print(out["table"])
@@ -259,7 +259,7 @@ def run_domain_shift(args) -> int:
 
 
 def add_sweep(sub) -> None:
-    from .experiments.sweep import add_arguments
+    from reinlite.experiments.sweep import add_arguments
 
     p = sub.add_parser("sweep", help="Rein vs the baselines and its ablations at one budget, over seeds "
                                      "and backbones (learning curves with --eval-at)")
@@ -268,8 +268,8 @@ def add_sweep(sub) -> None:
 
 
 def run_sweep(args) -> int:
-    from .experiments import command_of
-    from .experiments.sweep import add_arguments, run, summarise
+    from reinlite.experiments import command_of
+    from reinlite.experiments.sweep import add_arguments, run, summarise
 
     overrides = list(args.overrides or []) + list(getattr(args, "extra_overrides", None) or [])
     command = " ".join([command_of("reinlite sweep", args, add_arguments), *overrides])

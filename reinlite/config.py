@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional, Sequence, Union
 
-from .rein import Rein
+from reinlite.models.rein import Rein
 
 CONFIG_DIR = Path(__file__).with_name("configs")
 METHODS = ("rein", "frozen", "full", "lora", "vpt", "adaptformer")
@@ -64,7 +64,7 @@ ReinConfig.__module__ = __name__
 
 @dataclass
 class HeadConfig:
-    """The Mask2Former head (reinlite.head.Mask2FormerHead); defaults are the release's."""
+    """The Mask2Former head (reinlite.models.head.Mask2FormerHead); defaults are the release's."""
     num_classes: int = 19
     hidden_dim: int = 256
     num_layers: int = 9                 # decoder layers (3 rounds over the 3 scales)
@@ -95,7 +95,7 @@ class ModelConfig:
 
 @dataclass
 class LossConfig:
-    """Mask2Former's loss (reinlite.losses.Mask2FormerLoss); the release's weights."""
+    """Mask2Former's loss (reinlite.models.losses.Mask2FormerLoss); the release's weights."""
     class_weight: float = 2.0
     mask_weight: float = 5.0
     dice_weight: float = 5.0
@@ -157,7 +157,7 @@ class TrainConfig:
 
 @dataclass
 class EvalConfig:
-    """Inference and the per-domain mIoU (reinlite.evaluate)."""
+    """Inference and the per-domain mIoU (reinlite.engine.evaluate)."""
     mode: str = "slide"                 # slide | whole
     crop: list = field(default_factory=lambda: [512, 512])
     stride: list = field(default_factory=lambda: [341, 341])

@@ -142,9 +142,9 @@ def test_hidden_checks_catch_what_public_checks_miss(tmp_path):
         return (features @ tokens.T / 8 ** 0.5).softmax(-1)
 
     notebook = {}  # answers defined as in a notebook: at top level, in one namespace
-    exec("import reinlite.rein as library\n"
+    exec("import reinlite.models.rein as library\n"
          "def borrowed(features, tokens):\n    return library.token_similarity(features, tokens)\n"
-         "def imported(features, tokens):\n    from reinlite.rein import token_similarity as ts\n"
+         "def imported(features, tokens):\n    from reinlite.models.rein import token_similarity as ts\n"
          "    return ts(features, tokens)\n", notebook)
 
     for answer in (hard_coded, notebook["borrowed"], notebook["imported"]):

@@ -4,8 +4,9 @@ import torch
 import torch.nn.functional as F
 
 from reinlite import build_backbone, parameter_table
-from reinlite.backbone import adapt_state_dict, create_vit
-from reinlite.checkpoint import CheckpointError
+from reinlite.models.backbone import create_vit
+from reinlite.weights import adapt_state_dict
+from reinlite.weights import CheckpointError
 
 TINY = dict(img_size=64, patch_size=16, depth=4, out_indices=(0, 1, 2, 3),
             rein=dict(num_tokens=6, rank=2, query_dim=8))

@@ -2,7 +2,7 @@
 import json
 import os
 
-from reinlite import costs as bench
+from reinlite.experiments import costs as bench
 from reinlite.cli import main
 
 

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-import reinlite.backbone as B
+import reinlite.weights as B
 from reinlite import build_backbone
-from reinlite.checkpoint import CheckpointError
+from reinlite.weights import CheckpointError
 
 ROOT = Path(__file__).resolve().parents[1]
 WEIGHTS = ROOT / "reinlite" / "weights"

@@ -5,10 +5,10 @@ import pytest
 import torch
 
 from reinlite import Rein
-from reinlite.backbone import build_backbone
+from reinlite.models.backbone import build_backbone
 from reinlite.config import load_config
-from reinlite.diagnostics import mean_pairwise_cosine, query_cosine, record_delta_ratios, rein_scale
-from reinlite.train import train
+from reinlite.engine.diagnostics import mean_pairwise_cosine, query_cosine, record_delta_ratios, rein_scale
+from reinlite.engine.train import train
 
 from test_train import tiny_cfg
 

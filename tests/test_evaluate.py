@@ -6,11 +6,11 @@ import pytest
 import torch
 
 from reinlite import cli
-from reinlite.evaluate import (confusion_matrix, evaluate, format_table, infer,
+from reinlite.engine.evaluate import (confusion_matrix, evaluate, format_table, infer,
                                iou_from_confusion, mean_iou, predict_files, slide_inference)
 from reinlite.config import load_config
-from reinlite.model import load_model
-from reinlite.train import train
+from reinlite.models.segmentor import load_model
+from reinlite.engine.train import train
 from reinlite.viz import normalize_confusion, overlay
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -123,7 +123,7 @@ def test_evaluate_writes_table_and_figures(tiny_run):
     batch = infer(model, torch.stack([img, img.flip(-1)]), "whole", resize=(32, 48))
     assert batch.shape == (2, 40, 56) and torch.equal(batch[0], pred)
     # batched evaluation gives the same confusion matrix
-    from reinlite.evaluate import evaluate_dataset
+    from reinlite.engine.evaluate import evaluate_dataset
     from reinlite.data.pipeline import build_dataset
     ds = build_dataset(cfg, "cityscapes", "val")
     one = evaluate_dataset(model, ds, cfg, progress=False)
@@ -157,7 +157,7 @@ def test_cli_eval_and_predict(tiny_run, capsys, tmp_path):
 
 
 def test_run_demo_prints_the_table(tiny_run, capsys):
-    from reinlite.demo import run_demo
+    from reinlite.engine.demo import run_demo
     lc = load_config
 
     cfg = json.loads((tiny_run / "run" / "config.json").read_text())
@@ -170,7 +170,7 @@ def test_run_demo_prints_the_table(tiny_run, capsys):
 
 def test_keep_ratio_resize_is_mmsegs():
     from reinlite.config import EvalConfig
-    from reinlite.evaluate import domain_resize, keep_ratio_size
+    from reinlite.engine.evaluate import domain_resize, keep_ratio_size
 
     assert keep_ratio_size(1024, 2048, (512, 1024)) == (512, 1024)    # Cityscapes
     assert keep_ratio_size(720, 1280, (720, 1280)) == (720, 1280)     # BDD100K

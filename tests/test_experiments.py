@@ -10,7 +10,7 @@ import torch
 from reinlite.cli import build_parser, main as cli_main
 from reinlite.data import NUM_CLASSES
 from reinlite.data.benchmark import write_benchmark
-from reinlite.evaluate import confusion_matrix, mean_iou
+from reinlite.engine.evaluate import confusion_matrix, mean_iou
 from reinlite.experiments import command_of, domain_shift, probe
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -25,7 +25,7 @@ def bench(tmp_path_factory):
 
 
 def test_probe_miou_is_evaluates(bench):
-    """One mIoU for the project: the probe's equals reinlite.evaluate's on the same predictions."""
+    """One mIoU for the project: the probe's equals reinlite.engine.evaluate's on the same predictions."""
     g = torch.Generator().manual_seed(0)
     feat = torch.randn(3, NUM_CLASSES, 4, 8, generator=g)
     masks = torch.randint(0, NUM_CLASSES, (3, 32, 64), generator=g)

@@ -2,10 +2,10 @@
 import pytest
 import torch
 
-from reinlite import feedback
-from reinlite.feedback import (HINTS, CheckFailed, check_cases, check_close, check_equal, check_function, check_shape,
+from reinlite.course import feedback
+from reinlite.course.feedback import (HINTS, CheckFailed, check_cases, check_close, check_equal, check_function, check_shape,
                                hint, register_hint, try_check)
-from reinlite.rein import token_similarity
+from reinlite.models.rein import token_similarity
 
 
 def test_shape_mismatch_names_both_shapes_and_the_hint():

@@ -5,7 +5,7 @@ import math
 
 import pytest
 
-from reinlite import gpu_check
+from reinlite.experiments import gpu_check
 from reinlite.cli import build_parser
 
 IN_PROCESS = ("step_rein_bf16", "step_rein_fp32", "profile", "step_full_bf16", "step_full_fp32",

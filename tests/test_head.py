@@ -2,7 +2,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from reinlite.head import (Mask2FormerHead, MSDeformAttn, ms_deform_attn_sample,
+from reinlite.models.head import (Mask2FormerHead, MSDeformAttn, ms_deform_attn_sample,
                            semantic_inference, sine_positional_encoding)
 
 

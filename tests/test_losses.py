@@ -4,8 +4,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from reinlite.head import Mask2FormerHead
-from reinlite.losses import (Mask2FormerLoss, batch_dice_cost, batch_sigmoid_ce_cost,
+from reinlite.models.head import Mask2FormerHead
+from reinlite.models.losses import (Mask2FormerLoss, batch_dice_cost, batch_sigmoid_ce_cost,
                              dice_loss, hungarian_match, match_cost, point_sample,
                              semantic_to_targets, uncertain_point_coords)
 
@@ -261,7 +261,7 @@ def test_loss_without_deep_supervision_and_with_target_dicts():
 
 
 def test_label_map_targets_match_semantic_to_targets():
-    from reinlite.losses import _label_map_targets
+    from reinlite.models.losses import _label_map_targets
 
     seg = _seg(4)
     seg[2, 0, 0] = -1  # negative ids are no class either
@@ -279,7 +279,7 @@ def test_label_map_targets_match_semantic_to_targets():
 
 
 def test_batch_match_cost_is_match_cost_per_image():
-    from reinlite.losses import batch_match_cost
+    from reinlite.models.losses import batch_match_cost
 
     g = torch.Generator().manual_seed(7)
     n_img, m, k, sizes = 3, 5, 6, [2, 0, 4]

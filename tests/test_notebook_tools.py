@@ -113,7 +113,7 @@ def test_course_notebook_is_committed_clean(name):
         "ends by checking the notebook against reinlite"
     assert any("widgets.interact" in c.source for c in code), "an ipywidgets explorer"
     assert any("image/png" in o.get("data", {}) for c in code for o in c.outputs), "a static figure"
-    assert any("try_check" in c.source for c in code), "an exercise checked by reinlite.feedback"
+    assert any("try_check" in c.source for c in code), "an exercise checked by reinlite.course.feedback"
 
 
 # ---------------------------------------------------------------- reinlite.course (notebook helpers)
@@ -145,7 +145,7 @@ def test_try_check_prints_the_verdict(capsys):
     import torch
 
     from reinlite import course
-    from reinlite.feedback import check_close
+    from reinlite.course.feedback import check_close
 
     assert course.try_check(lambda: check_close(torch.ones(2), torch.ones(2))) is True
     assert course.try_check(lambda: check_close(torch.ones(3), torch.ones(2), name="S")) is False

@@ -1,7 +1,7 @@
-"""reinlite.paper: the transcribed numbers are self-consistent and gaps are explicit."""
+"""reinlite.course.paper: the transcribed numbers are self-consistent and gaps are explicit."""
 import pytest
 
-from reinlite import paper
+from reinlite.course import paper
 
 
 @pytest.mark.parametrize("backbone", sorted(paper.GTA5_TO_CBM))

@@ -5,7 +5,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from reinlite.peft import METHODS, build_peft_backbone, peft_parameter_count
+from reinlite.models.baselines import METHODS, build_peft_backbone, peft_parameter_count
 
 TINY = dict(img_size=32, patch_size=16, out_indices=(0, 1, 2, 3),
             model_kwargs=dict(depth=4, embed_dim=48, num_heads=2, init_values=1.0))  # layer scale 1: blocks matter

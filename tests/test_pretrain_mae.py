@@ -6,13 +6,13 @@ from pathlib import Path
 import pytest
 import torch
 
-import reinlite.backbone as B
+import reinlite.weights as B
 from reinlite import build_backbone
 from reinlite.experiments import corpus
 from reinlite.experiments import pretrain_mae as M
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-WEIGHTS = Path(B.__file__).parent / "weights"
+WEIGHTS = Path(B.__file__).parent
 needs_weights = pytest.mark.skipif(not (WEIGHTS / "course_vit_mae.safetensors").is_file(),
                                    reason="course_vit_mae weights not shipped yet")
 

@@ -6,8 +6,8 @@ import torch
 from torch import nn
 
 from reinlite import Rein
-from reinlite.checkpoint import CheckpointError, load_rein_checkpoint
-from reinlite.rein import (drop_first_column, feature_delta, instance_queries, low_rank_tokens,
+from reinlite.weights import CheckpointError, load_rein_checkpoint
+from reinlite.models.rein import (drop_first_column, feature_delta, instance_queries, low_rank_tokens,
                            pool_layers, token_init_bound, token_similarity)
 
 

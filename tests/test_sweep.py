@@ -1,4 +1,4 @@
-"""The sweep's bookkeeping (reinlite.experiments.sweep; the training itself is reinlite.train's).
+"""The sweep's bookkeeping (reinlite.experiments.sweep; the training itself is reinlite.engine.train's).
 
 A fake ``run_one`` stands in for training so most tests check what the sweep adds: which runs
 it plans, that the base Rein is trained once when several groups contain it, that a sweep
@@ -168,7 +168,7 @@ def tiny_config(tmp_path) -> Path:
 
 @pytest.mark.usefixtures("one_thread")
 def test_tiny_sweep_builds_each_method_by_config_and_records_curves(tmp_path, monkeypatch):
-    from reinlite.model import load_model
+    from reinlite.models.segmentor import load_model
 
     out = tmp_path / "sweep"
     argv = ["--config", str(tiny_config(tmp_path)), "--groups", "methods", "--only", "rein", "lora",
@@ -194,8 +194,8 @@ def test_tiny_sweep_builds_each_method_by_config_and_records_curves(tmp_path, mo
     assert "### learning curves" in md and "query cosine" in md and "Rein scale s" in md
 
     # resuming trains nothing: the finished runs are skipped
-    import reinlite.train
+    import reinlite.engine.train
 
-    monkeypatch.setattr(reinlite.train, "train", lambda *a, **k: pytest.fail("trained again"))
+    monkeypatch.setattr(reinlite.engine.train, "train", lambda *a, **k: pytest.fail("trained again"))
     assert sweep_module.main(argv) == 0
     assert len(json.loads((out / "results.json").read_text())["runs"]) == 2

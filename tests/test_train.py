@@ -8,12 +8,13 @@ import pytest
 import torch
 
 from reinlite import cli
-from reinlite.checkpoint import CheckpointError, load_trainable, read_run_checkpoint
+from reinlite.engine.checkpoint import load_trainable, read_run_checkpoint
+from reinlite.weights import CheckpointError
 from reinlite.config import ConfigError, load_config
 from reinlite.data.pipeline import StepBatchSampler
-from reinlite.model import build_model, load_model
-from reinlite.optim import param_groups, poly_lr
-from reinlite.train import NonFiniteLoss, train
+from reinlite.models.segmentor import build_model, load_model
+from reinlite.engine.optim import param_groups, poly_lr
+from reinlite.engine.train import NonFiniteLoss, train
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -109,7 +110,7 @@ def test_exact_resume_after_a_crash(tmp_path):
 
 
 def test_non_finite_loss_stops_and_keeps_checkpoint(tmp_path, monkeypatch):
-    import reinlite.train as T
+    import reinlite.engine.train as T
 
     orig = T.build_criterion
 
@@ -193,7 +194,7 @@ def test_cli_missing_benchmark_and_config(tmp_path, capsys):
 
 
 def test_backbone_lr_mult_scales_the_backbone_groups(tmp_path):
-    from reinlite.optim import build_optimizer, set_lr
+    from reinlite.engine.optim import build_optimizer, set_lr
 
     cfg = load_config(tiny_cfg(tmp_path), ["model.method=full", "optim.backbone_lr_mult=0.1"])
     torch.manual_seed(0)
@@ -236,7 +237,7 @@ def test_checkpoint_records_the_method_and_rebuilds_it(tmp_path):
 def test_ship_run_and_load_it_back(tmp_path, monkeypatch):
     import hashlib
 
-    import reinlite.backbone as B
+    import reinlite.weights as B
     from reinlite import course
 
     cfg = load_config(tiny_cfg(tmp_path, optim={"iters": 1}))

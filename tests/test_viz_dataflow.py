@@ -1,5 +1,5 @@
-"""reinlite.viz.rein_dataflow_figure: the data-flow figure of notebook 00 is drawn by code."""
-from reinlite import viz
+"""reinlite.course.figures.rein_dataflow_figure: the data-flow figure of notebook 00 is drawn by code."""
+from reinlite.course import figures as viz
 
 
 def test_dataflow_figure_names_every_stage_and_saves(tmp_path):

@@ -12,9 +12,9 @@ repeats are compared: on a shared machine the ratio of interleaved runs is what 
 load average of the run is printed with the table.
 
 A process builds the course model (``reinlite/configs/course.json`` of its tree) the old way
-(``reinlite.train.load_config / build_model``, a dict config) or, where ``load_config`` gives a
-typed config (issue 12's layout), the new way (``reinlite.model.build_model(cfg.model)``), the criterion
-``reinlite.losses.Mask2FormerLoss`` with the course loss config, and AdamW on the trainable
+(``reinlite.engine.train.load_config / build_model``, a dict config) or, where ``load_config`` gives a
+typed config (issue 12's layout), the new way (``reinlite.models.segmentor.build_model(cfg.model)``), the criterion
+``reinlite.models.losses.Mask2FormerLoss`` with the course loss config, and AdamW on the trainable
 parameters. One step is what the training loop does: re-seed, forward, loss, zero_grad,
 backward, clip the gradient norm at 1.0, AdamW. The batches are fixed random images and blocky
 random label maps (8 x 64 x 128, a few classes each, some void) from a fixed seed, cycled.
@@ -46,25 +46,25 @@ def _build(threads: int, seed: int = 0):
     import torch
 
     torch.set_num_threads(threads)
-    from reinlite.train import load_config
+    from reinlite.engine.train import load_config
 
     cfg = load_config("course")
-    if isinstance(cfg, dict):  # the old layout (commit 3b8dff1): a dict, everything in reinlite.train
-        from reinlite.train import build_model
+    if isinstance(cfg, dict):  # the old layout (commit 3b8dff1): a dict, everything in reinlite.engine.train
+        from reinlite.engine.train import build_model
 
         model_cfg, loss_cfg = cfg, dict(cfg["loss"])
         num_classes = cfg["model"]["head"]["num_classes"]
         lr = cfg["optim"]["lr"]
-    else:  # the new layout (issue 12): a typed Config, reinlite.model builds
+    else:  # the new layout (issue 12): a typed Config, reinlite.models.segmentor builds
         from reinlite.config import load_config
-        from reinlite.model import build_model
+        from reinlite.models.segmentor import build_model
 
         cfg = load_config("course")
         model_cfg = cfg.model
         loss_cfg = dataclasses.asdict(cfg.loss)
         num_classes = cfg.model.head.num_classes
         lr = cfg.optim.lr
-    from reinlite.losses import Mask2FormerLoss
+    from reinlite.models.losses import Mask2FormerLoss
 
     torch.manual_seed(seed)
     model = build_model(model_cfg)

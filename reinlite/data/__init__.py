@@ -10,7 +10,7 @@ Submodules:
     synthetic   procedural street scenes (numpy only), the embedded benchmark's renderer
     benchmark   writes / reads the embedded benchmark in the real layouts
 """
-from .classes import CLASSES, IGNORE_INDEX, NUM_CLASSES, PALETTE, colorize  # noqa: F401
+from reinlite.data.classes import CLASSES, IGNORE_INDEX, NUM_CLASSES, PALETTE, colorize  # noqa: F401
 
 
 def __getattr__(name):  # lazy: the torch-based parts load on first use

@@ -27,8 +27,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from . import classes as C
-from . import synthetic as syn
+from reinlite.data import classes as C
+from reinlite.data import synthetic as syn
 
 __all__ = ["write_benchmark", "benchmark_datasets", "sample_figure", "default_workers",
            "BENCHMARK_TAG", "DOMAIN_FOLDERS", "CITIES"]
@@ -200,7 +200,7 @@ def benchmark_datasets(root, transform=None, eval_transform=None) -> dict:
 
     ``transform`` is given to the source training set, ``eval_transform`` to the others.
     """
-    from .datasets import ACDC, BDD100K, GTA5, Cityscapes, Mapillary
+    from reinlite.data.datasets import ACDC, BDD100K, GTA5, Cityscapes, Mapillary
 
     root = Path(root)
     if not (root / "benchmark.json").is_file():

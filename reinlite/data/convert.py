@@ -20,8 +20,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from . import classes as C
-from .datasets import ACDC, BDD100K, GTA5, SYNTHIA, Cityscapes, Mapillary, read_image, read_label  # noqa: F401
+from reinlite.data import classes as C
+from reinlite.data.datasets import ACDC, BDD100K, GTA5, SYNTHIA, Cityscapes, Mapillary, read_image, read_label  # noqa: F401
 
 __all__ = ["Report", "convert_gta5", "convert_synthia", "convert_cityscapes", "convert_bdd100k",
            "convert_mapillary"]

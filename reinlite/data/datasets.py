@@ -42,7 +42,7 @@ import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 
-from . import classes as C
+from reinlite.data import classes as C
 
 __all__ = ["SegmentationFolder", "GTA5", "SYNTHIA", "Cityscapes", "BDD100K", "Mapillary",
            "ACDC", "read_image", "read_label", "build_dataset", "DATASETS"]

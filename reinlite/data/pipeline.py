@@ -16,8 +16,8 @@ from pathlib import Path
 
 import torch
 
-from ..config import Config, ConfigError
-from .transforms import TrainAugment
+from reinlite.config import Config, ConfigError
+from reinlite.data.transforms import TrainAugment
 
 __all__ = ["RandomShapesDataset", "load_sample", "AugmentedDataset", "mix_seed",
            "StepBatchSampler", "collate", "resolve_path", "build_dataset"]
@@ -153,7 +153,7 @@ def build_dataset(cfg: Config, domain: str, split: str):
         return RandomShapesDataset(d.random_count, d.random_size, cfg.model.head.num_classes,
                                    seed=seed)
     if kind == "benchmark":
-        from .benchmark import benchmark_datasets
+        from reinlite.data.benchmark import benchmark_datasets
 
         root = resolve_path(d.roots.get(domain, d.root) if d.roots else d.root)
         sets = benchmark_datasets(root)
@@ -163,7 +163,7 @@ def build_dataset(cfg: Config, domain: str, split: str):
                               f"(it has {', '.join(sorted(sets))})")
         return sets[key]
     if kind == "folders":
-        from .datasets import build_dataset as folder_dataset
+        from reinlite.data.datasets import build_dataset as folder_dataset
 
         root = d.roots.get(domain) if d.roots else None
         if root is None:

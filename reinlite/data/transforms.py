@@ -32,7 +32,7 @@ from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from torchvision import tv_tensors
 from torchvision.transforms.v2 import InterpolationMode
 
-from .classes import IGNORE_INDEX
+from reinlite.data.classes import IGNORE_INDEX
 
 __all__ = ["TrainAugment", "PhotoMetricDistortion", "PhotometricParams", "normalize",
            "IMAGENET_MEAN", "IMAGENET_STD"]

@@ -7,7 +7,7 @@ A model that learnt the source scores clearly lower on the unseen targets.
     reinlite domain-shift --root data/benchmark [--steps 600] [--scale 0.5]
 
 Runs on the CPU in a few minutes (2 threads); images are downscaled by --scale for speed.
-mIoU is reinlite.evaluate's (nanmean over the classes whose union is not empty).
+mIoU is reinlite.engine.evaluate's (nanmean over the classes whose union is not empty).
 """
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ import torch.nn.functional as F
 
 from reinlite.data import IGNORE_INDEX, NUM_CLASSES
 from reinlite.data.benchmark import benchmark_datasets
-from reinlite.evaluate import confusion_matrix, iou_from_confusion, mean_iou
+from reinlite.engine.evaluate import confusion_matrix, iou_from_confusion, mean_iou
 
 log = logging.getLogger(__name__)
 
@@ -77,7 +77,7 @@ class SmallFCN(nn.Module):
 
 @torch.no_grad()
 def miou(model, xs, ys, batch=64):
-    """mIoU (%) with reinlite.evaluate's confusion matrix and mean_iou; also per-class IoU [K]."""
+    """mIoU (%) with reinlite.engine.evaluate's confusion matrix and mean_iou; also per-class IoU [K]."""
     model.eval()
     conf = torch.zeros(NUM_CLASSES, NUM_CLASSES, dtype=torch.long)
     for i in range(0, len(xs), batch):

@@ -66,7 +66,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from scipy import ndimage
 
-from .corpus import (FULL_SIZE, IN_SIZE, PRETRAIN_SEED_TAG, VIT_KWARGS, build_vit, corpus_rng,
+from reinlite.experiments.corpus import (FULL_SIZE, IN_SIZE, PRETRAIN_SEED_TAG, VIT_KWARGS, build_vit, corpus_rng,
                      random_window, render_scene, sample_layout, to_tensor_image)
 
 log = logging.getLogger(__name__)

@@ -47,7 +47,7 @@ from typing import Optional, Sequence
 import torch
 from torch import Tensor, nn
 
-from .corpus import PRETRAIN_SEED_TAG, VIT_KWARGS, ImageCorpus, build_vit
+from reinlite.experiments.corpus import PRETRAIN_SEED_TAG, VIT_KWARGS, ImageCorpus, build_vit
 
 log = logging.getLogger(__name__)
 
@@ -235,7 +235,7 @@ def reconstruction_figure(ckpt_path: Path, path: Path, bench: Optional[Path] = N
     import matplotlib.pyplot as plt
     import numpy as np
 
-    from .corpus import to_tensor_image
+    from reinlite.experiments.corpus import to_tensor_image
 
     ck = torch.load(ckpt_path, map_location="cpu", weights_only=True)
     a = ck["args"]

@@ -7,7 +7,7 @@ images and on every unseen target domain. It compares the shipped course backbon
 (``build_backbone("course_vit", pretrained=True)``) with a randomly initialised ViT of the
 same shape (timm's default init, seed 0), or any of the shipped course backbones
 (``--backbones course_vit course_vit_mae random``). The issue asks for >= 3x the random ViT's
-mIoU on every target domain; the probe says whether that holds. mIoU is reinlite.evaluate's
+mIoU on every target domain; the probe says whether that holds. mIoU is reinlite.engine.evaluate's
 (one definition for the whole project: nanmean over the classes whose union is not empty).
 
 It also saves a PCA picture of patch features (docs/img/course_vit_pca.png): one street
@@ -36,9 +36,10 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from reinlite.backbone import COURSE_BACKBONES, COURSE_VIT, create_vit
+from reinlite.models.backbone import create_vit
+from reinlite.weights import COURSE_BACKBONES, COURSE_VIT
 from reinlite.data import IGNORE_INDEX as IGNORE
-from reinlite.evaluate import confusion_matrix, mean_iou
+from reinlite.engine.evaluate import confusion_matrix, mean_iou
 
 log = logging.getLogger(__name__)
 RANDOM = "random"          # a randomly initialised ViT of the course shape (seed 0)
@@ -129,7 +130,7 @@ def train_probe(feat, masks, num_classes, epochs=30, lr=1e-2, batch=32, seed=0):
 
 @torch.no_grad()
 def miou(predict, feat, masks, num_classes, batch=64):
-    """mIoU (%) of ``predict(feat)`` against ``masks``: reinlite.evaluate's confusion matrix and mean_iou.
+    """mIoU (%) of ``predict(feat)`` against ``masks``: reinlite.engine.evaluate's confusion matrix and mean_iou.
 
     Returns (mIoU, confusion matrix [K, K] int64).
     """
@@ -355,7 +356,7 @@ def run(args) -> dict:
     table = "\n".join(lines)
     out = dict(results=results, size=list(args.size), source=len(data["gta"][0]), target=args.target,
                bench=str(args.bench), bench_seed=args.bench_seed, epochs=args.epochs,
-               miou="reinlite.evaluate.mean_iou (nanmean over classes with a non-empty union)",
+               miou="reinlite.engine.evaluate.mean_iou (nanmean over classes with a non-empty union)",
                table=table)
     if COURSE_VIT in ratios:  # the keys of the first probe's record
         out.update(ratio=ratios[COURSE_VIT], ok=oks[COURSE_VIT])

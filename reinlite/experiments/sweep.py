@@ -1,11 +1,11 @@
 """The paper's claims in small: Rein vs the baselines, and its ablations, with one budget.
 
-Every run is the course training (``reinlite.train.train``) with the *same* budget
+Every run is the course training (``reinlite.engine.train.train``) with the *same* budget
 (iterations, batch, crop, head, learning rate, data); a run changes only config keys:
 ``model.method``, ``model.rein.*`` (Rein) or ``model.method_kwargs`` (the baselines), and
 per run ``model.backbone`` / ``model.pretrained`` (``--backbones``). The one builder
-(``reinlite.model.build_model(cfg.model)``) builds every method, so each run's checkpoint
-records its method and rebuilds itself (``reinlite.model.load_model``; the sweep evaluates
+(``reinlite.models.segmentor.build_model(cfg.model)``) builds every method, so each run's checkpoint
+records its method and rebuilds itself (``reinlite.models.segmentor.load_model``; the sweep evaluates
 through it). Each run is evaluated on the source's held-out split and every unseen target
 domain; the tables give mean +- standard deviation over seeds per domain.
 
@@ -157,9 +157,9 @@ def run_name(spec: dict, seed: int, backbone: Optional[str] = None) -> str:
 
 def _diagnostics_at(run_dir: Path, step: int, model) -> dict:
     """Rein's diagnostics at ``step``: the scale and query cosine of the model, and the feature
-    delta ratio of the training log's last line at or before that step (``reinlite.diagnostics``;
+    delta ratio of the training log's last line at or before that step (``reinlite.engine.diagnostics``;
     the same step when ``train.log_every`` divides it), with the step it was measured at."""
-    from reinlite.diagnostics import query_cosine, rein_scale
+    from reinlite.engine.diagnostics import query_cosine, rein_scale
 
     out = dict(query_cosine=query_cosine(model), rein_scale=rein_scale(model),
                rein_delta_ratio=None, rein_delta_ratio_layers=None, rein_delta_ratio_step=None)
@@ -179,8 +179,8 @@ def _evaluate_checkpoint(checkpoint, domains, expect_method: str) -> tuple[dict,
     """Rebuild the run from its checkpoint alone and evaluate it: (results, model, cfg)."""
     import torch
 
-    from reinlite.evaluate import evaluate
-    from reinlite.model import load_model
+    from reinlite.engine.evaluate import evaluate
+    from reinlite.models.segmentor import load_model
 
     model, cfg = load_model(checkpoint)
     if cfg.model.method != expect_method:
@@ -198,7 +198,7 @@ def run_one(spec: dict, seed: int, base: dict, out: Path, eval_source: bool,
     evaluated at each of those steps on the way to ``optim.iters`` (a learning curve).
     """
     from reinlite.config import load_config
-    from reinlite.train import train
+    from reinlite.engine.train import train
 
     name = run_name(spec, seed, backbone)
     run_dir = out / "runs" / name
@@ -246,7 +246,7 @@ def run_one(spec: dict, seed: int, base: dict, out: Path, eval_source: bool,
 
 def backbone_stamp(cfg: dict, label: Optional[str] = None) -> str:
     """What a backbone's weights are: a shipped course backbone's sha256, else name + pretrained."""
-    from reinlite.backbone import COURSE_BACKBONES, WEIGHTS_DIR
+    from reinlite.weights import COURSE_BACKBONES, WEIGHTS_DIR
 
     m = dict(cfg["model"])
     for item in backbone_overrides(label):

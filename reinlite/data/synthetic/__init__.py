@@ -38,9 +38,9 @@ ground and street-side planes, shading) with ``painters.py`` (one painter per ob
 """
 from __future__ import annotations
 
-from .layout import DOMAINS, LABEL_IDS, SKY_DEPTH, SOURCE_DOMAIN, TARGET_DOMAINS, sample_layout
-from .render import render, render_sample
-from .style import domain_style, random_style
+from reinlite.data.synthetic.layout import DOMAINS, LABEL_IDS, SKY_DEPTH, SOURCE_DOMAIN, TARGET_DOMAINS, sample_layout
+from reinlite.data.synthetic.render import render, render_sample
+from reinlite.data.synthetic.style import domain_style, random_style
 
 __all__ = ["DOMAINS", "SOURCE_DOMAIN", "TARGET_DOMAINS", "LABEL_IDS", "SKY_DEPTH",
            "sample_layout", "domain_style", "random_style", "render", "render_sample"]

@@ -15,10 +15,10 @@ from typing import Callable
 
 import numpy as np
 
-from .canvas import filled as _fill
-from .canvas import masked_scale as _scale
-from .canvas import masked_set as _set
-from .layout import LABEL_IDS as _L
+from reinlite.data.synthetic.canvas import filled as _fill
+from reinlite.data.synthetic.canvas import masked_scale as _scale
+from reinlite.data.synthetic.canvas import masked_set as _set
+from reinlite.data.synthetic.layout import LABEL_IDS as _L
 
 __all__ = ["PAINTERS", "paint_object", "Window"]
 

@@ -16,13 +16,13 @@ import numpy as np
 from PIL import Image
 from scipy import ndimage
 
-from .canvas import Canvas, filled
-from .canvas import masked_scale as _scale
-from .canvas import masked_set as _set
-from .layout import _SKYLINE_DEPTH, _ZMAX, SKY_DEPTH, sample_layout
-from .layout import LABEL_IDS as _L
-from .painters import paint_object
-from .style import domain_style, random_style
+from reinlite.data.synthetic.canvas import Canvas, filled
+from reinlite.data.synthetic.canvas import masked_scale as _scale
+from reinlite.data.synthetic.canvas import masked_set as _set
+from reinlite.data.synthetic.layout import _SKYLINE_DEPTH, _ZMAX, SKY_DEPTH, sample_layout
+from reinlite.data.synthetic.layout import LABEL_IDS as _L
+from reinlite.data.synthetic.painters import paint_object
+from reinlite.data.synthetic.style import domain_style, random_style
 
 __all__ = ["render", "render_sample"]
 

@@ -12,7 +12,7 @@ import math
 
 import numpy as np
 
-from .layout import DOMAINS
+from reinlite.data.synthetic.layout import DOMAINS
 
 __all__ = ["domain_style", "random_style"]
 

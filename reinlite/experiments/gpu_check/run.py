@@ -19,14 +19,14 @@ from typing import Any, Callable, Optional, Sequence
 import torch
 import torch.nn.functional as F
 
-from .children import run_child, torchrun
-from .phases import build, domain_images, free_memory, make_batches, profile_steps, slide_rate, time_steps, \
+from reinlite.experiments.gpu_check.children import run_child, torchrun
+from reinlite.experiments.gpu_check.phases import build, domain_images, free_memory, make_batches, profile_steps, slide_rate, time_steps, \
     train_step
-from .report import format_markdown, summarise
-from .settings import (GIB, GPU_BUDGETS, PAPER, RELEASE, TINY_BUDGETS, TINY_OVERRIDES, Settings,
+from reinlite.experiments.gpu_check.report import format_markdown, summarise
+from reinlite.experiments.gpu_check.settings import (GIB, GPU_BUDGETS, PAPER, RELEASE, TINY_BUDGETS, TINY_OVERRIDES, Settings,
                        check_config, config_facts)
 
-log = logging.getLogger(__package__)  # "reinlite.gpu_check", the name before the split
+log = logging.getLogger(__package__)  # "reinlite.experiments.gpu_check", the name before the split
 
 _STATUS_KEYS = ("reason", "error", "log_tail", "by_choice")
 
@@ -169,7 +169,7 @@ def _run(s: Settings) -> dict[str, Any]:
     free_memory(device)
 
     def train_run(cap):
-        from ..optim import poly_lr, set_lr
+        from reinlite.engine.optim import poly_lr, set_lr
 
         model = state["model"]
         with torch.no_grad():  # a fresh start: the trainable weights as built
@@ -226,7 +226,7 @@ def _run(s: Settings) -> dict[str, Any]:
     def ddp(cap):
         path = tmp / "ddp.json"
         path.unlink(missing_ok=True)
-        return run_child(torchrun(["reinlite.gpu_check", "--worker", "ddp", "--out", str(path),
+        return run_child(torchrun(["reinlite.experiments.gpu_check", "--worker", "ddp", "--out", str(path),
                                      "--ddp-steps", str(s.ddp_steps), *common]),
                           cap, path, "the DDP run", child_threads)
 
@@ -239,7 +239,7 @@ def _run(s: Settings) -> dict[str, Any]:
                                "compile takes minutes; --compile forces it)")
         path = tmp / "compile.json"
         path.unlink(missing_ok=True)
-        return run_child([sys.executable, "-m", "reinlite.gpu_check", "--worker", "compile", "--out",
+        return run_child([sys.executable, "-m", "reinlite.experiments.gpu_check", "--worker", "compile", "--out",
                            str(path), "--warmup", str(s.warmup), "--steps", str(s.steps),
                            "--data-root", s.data_root, *common],
                           cap, path, "torch.compile (compile + steps)", child_threads)

@@ -16,13 +16,13 @@ from typing import Any, Optional, Sequence
 import torch
 import torch.nn.functional as F
 
-from .settings import GIB
+from reinlite.experiments.gpu_check.settings import GIB
 
 def build(cfg, device: torch.device):
     """The model through the project's one builder, on ``device``, with its criterion and a
     factory of fresh optimisers: (model, criterion, make_optimizer)."""
-    from ..model import build_criterion, build_model
-    from ..optim import build_optimizer
+    from reinlite.models.segmentor import build_criterion, build_model
+    from reinlite.engine.optim import build_optimizer
 
     torch.manual_seed(cfg.seed)
     model = build_model(cfg.model).to(device)
@@ -33,8 +33,8 @@ def build(cfg, device: torch.device):
 def domain_images(cfg, domain: str, split: str, count: int, root: str) -> tuple[list, str]:
     """Up to ``count`` (uint8 image [3, H, W], long label [H, W]) of a benchmark domain and
     the source's name; random shapes (the project's test data) without the benchmark."""
-    from ..config import load_config
-    from ..data.pipeline import build_dataset, load_sample
+    from reinlite.config import load_config
+    from reinlite.data.pipeline import build_dataset, load_sample
 
     try:
         ds = build_dataset(load_config(cfg, ["data.kind=benchmark", f"data.root={root}", "data.roots={}"]),
@@ -68,7 +68,7 @@ def make_batches(samples: list, crop: Sequence[int], batch_size: int, count: int
                  seed: int = 0) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """``count`` batches (normalised images [B, 3, h, w], labels [B, h, w]) on ``device``,
     cycling through ``samples`` with random upscaled crops."""
-    from ..data.transforms import normalize
+    from reinlite.data.transforms import normalize
 
     g = torch.Generator().manual_seed(seed)
     out, k = [], 0
@@ -177,7 +177,7 @@ def profile_steps(model, criterion, optimizer, batch, amp: bool, device: torch.d
     """
     from torch.profiler import ProfilerActivity, profile, record_function
 
-    from ..head import MSDeformAttn
+    from reinlite.models.head import MSDeformAttn
 
     images, labels = batch
     cuda = device.type == "cuda"
@@ -246,7 +246,7 @@ def profile_steps(model, criterion, optimizer, batch, amp: bool, device: torch.d
 
 def slide_rate(model, images: list[torch.Tensor], facts: dict, amp: bool, device, cap_s: float) -> dict:
     """Images per second of slide-window inference (crop / stride of the config's eval)."""
-    from ..evaluate import infer
+    from reinlite.engine.evaluate import infer
 
     model.eval()
     kw = dict(mode="slide", crop=facts["eval_crop"], stride=facts["eval_stride"],

@@ -3,7 +3,7 @@ paper's Table 8 (:func:`summarise`, which also sets the run's status) and the ma
 ``gpu_check.md`` (:func:`format_markdown`: Table 8's comparison, then one row per phase)."""
 from __future__ import annotations
 
-from .settings import PAPER, PHASES
+from reinlite.experiments.gpu_check.settings import PAPER, PHASES
 
 def summarise(report: dict, step: dict) -> None:
     """Rein / full ratios per precision, next to the paper's."""

@@ -14,7 +14,7 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-from .config import OptimConfig
+from reinlite.config import OptimConfig
 
 NO_DECAY_KEYS = ("norm", "query_embed", "level_embed", "learnable_tokens", "rein.scale",
                  "pos_embed", "cls_token", "reg_token")

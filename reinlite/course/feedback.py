@@ -6,7 +6,7 @@ difference and where it is, and a *tier-1* hint: the idea, in words and the pape
 equations, never code. A failing check never prints a solution. Code-level guidance
 (*tier 2*) comes only when the student asks for it with :func:`hint`::
 
-    from reinlite.feedback import check_function, hint, try_check
+    from reinlite.course.feedback import check_function, hint, try_check
 
     try_check(lambda: check_function(my_token_similarity, token_similarity, examples,
                                      hint="token_similarity"))

@@ -26,10 +26,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .config import Config, EvalConfig, load_config
-from .data.pipeline import build_dataset, load_sample
-from .data.transforms import normalize
-from .model import Segmentor, load_model
+from reinlite.config import Config, EvalConfig, load_config
+from reinlite.data.pipeline import build_dataset, load_sample
+from reinlite.data.transforms import normalize
+from reinlite.models.segmentor import Segmentor, load_model
 
 log = logging.getLogger(__name__)
 
@@ -203,7 +203,7 @@ def evaluate(model: Segmentor, cfg: Config, domains: Optional[Sequence[str]] = N
     """Evaluate on each domain; returns {"domains": {d: {"miou", "iou", "images"}},
     "mean": mean mIoU of the target domains, "table": markdown}. With ``out_dir``, writes
     metrics.json, results.md, confusion.png and miou.png there."""
-    from .data.classes import CLASSES
+    from reinlite.data.classes import CLASSES
 
     d = cfg.data
     domains = list(domains) if domains else list(d.targets)
@@ -223,7 +223,7 @@ def evaluate(model: Segmentor, cfg: Config, domains: Optional[Sequence[str]] = N
     out = dict(domains=results, mean=mean, targets=targets, seconds=time.perf_counter() - t0)
     out["table"] = format_table(out)
     if out_dir is not None:
-        from .viz import confusion_figure, miou_bar_figure
+        from reinlite.viz import confusion_figure, miou_bar_figure
 
         out_dir = Path(out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -289,7 +289,7 @@ def predict_files(model: Segmentor, cfg: Config, paths: Sequence[str | Path],
     """Write ``<stem>_pred.png`` (overlay) for each image, next to it or in ``out``."""
     from PIL import Image
 
-    from .viz import overlay
+    from reinlite.viz import overlay
 
     e = cfg.eval
     k = cfg.model.head.num_classes

@@ -1,5 +1,5 @@
 """The phases that run in child processes: :func:`run_child` (a time budget; a timeout ends
-the child's whole process session), and the two workers ``python -m reinlite.gpu_check
+the child's whole process session), and the two workers ``python -m reinlite.experiments.gpu_check
 --worker ddp | compile`` runs: :func:`ddp_worker` (under torchrun: NCCL / gloo, DDP, an
 all_reduce) and :func:`compile_worker` (``torch.compile``: compile time and compiled median)."""
 from __future__ import annotations
@@ -17,14 +17,14 @@ from typing import Any, Optional
 
 import torch
 
-from .phases import build, domain_images, make_batches, sync, time_steps, train_step
-from .settings import check_config, config_facts
+from reinlite.experiments.gpu_check.phases import build, domain_images, make_batches, sync, time_steps, train_step
+from reinlite.experiments.gpu_check.settings import check_config, config_facts
 
 def _child_env(threads: Optional[int] = None) -> dict[str, str]:
     env = dict(os.environ)
     if threads:
         env["OMP_NUM_THREADS"] = str(threads)
-    root = str(Path(__file__).resolve().parents[2])
+    root = str(Path(__file__).resolve().parents[3])
     env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
     return env
 

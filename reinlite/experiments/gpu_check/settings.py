@@ -77,7 +77,7 @@ class Settings:
 def check_config(tiny: bool, method: str = "rein", extra: Sequence[str] = ()):
     """The release config with random weights (``method``: rein | full; full fine-tuning
     trains the backbone at lr x 0.1); tiny: a 4-block ViT-Ti/16 at 64 x 64, a small head."""
-    from ..config import load_config
+    from reinlite.config import load_config
 
     overrides = ["model.pretrained=false", f"model.method={method}"]
     overrides += ["optim.backbone_lr_mult=0.1"] if method == "full" else []

@@ -19,13 +19,13 @@ step_full_fp32     weights, grads, optimiser state and activations); full fine-t
                    no autocast (TF32 matmuls as PyTorch's default leaves them: off).
 profile            ``torch.profiler`` over a few Rein bf16 steps: the share of the step
                    spent in the multi-scale deformable attention of the pixel decoder
-                   (``reinlite.head.MSDeformAttn``; its ``grid_sample`` calls, forward and
+                   (``reinlite.models.head.MSDeformAttn``; its ``grid_sample`` calls, forward and
                    backward, told apart from the loss's point sampling by their shapes).
 train              ``--train-steps`` (200) Rein steps under bf16 on the embedded benchmark's
                    GTA images upscaled to the crop (random shapes if it is absent), poly
                    lr: every loss finite, the last 20 below the first 20.
 slide              slide-window inference (crop 512, stride 341) of 1024 x 512 images
-                   (``reinlite.evaluate.infer``): images per second, bf16 and fp32.
+                   (``reinlite.engine.evaluate.infer``): images per second, bf16 and fp32.
 ddp                ``torchrun --nproc_per_node=1`` of a minimal DDP step (NCCL on a GPU,
                    gloo on the CPU): the release model wrapped in DistributedDataParallel,
                    a few bf16 steps and an all_reduce.
@@ -48,16 +48,16 @@ config), :mod:`.phases` (the measurements: the step, its timing, the profile, sl
 inference), :mod:`.children` (the torchrun / compile child processes and their budgets),
 :mod:`.run` (the phases in order within ``--budget``: :func:`run_gpu_check`), :mod:`.report`
 (the Table 8 comparison and the markdown), :mod:`.cli` (the arguments; ``python -m
-reinlite.gpu_check`` is also how the children are started).
+reinlite.experiments.gpu_check`` is also how the children are started).
 """
-from .settings import (GIB, GPU_BUDGETS, PAPER, PHASES, RELEASE, TINY_BUDGETS, TINY_OVERRIDES,
+from reinlite.experiments.gpu_check.settings import (GIB, GPU_BUDGETS, PAPER, PHASES, RELEASE, TINY_BUDGETS, TINY_OVERRIDES,
                        TINY_PHASES, Settings, check_config, config_facts)
-from .phases import (MSDEFORM_RANGE, build, domain_images, make_batches, profile_steps, slide_rate,
+from reinlite.experiments.gpu_check.phases import (MSDEFORM_RANGE, build, domain_images, make_batches, profile_steps, slide_rate,
                      time_steps, train_step)
-from .children import compile_worker, ddp_worker, run_child, torchrun
-from .report import format_markdown, summarise
-from .run import Clock, run_gpu_check
-from .cli import add_arguments, main, run_cli
+from reinlite.experiments.gpu_check.children import compile_worker, ddp_worker, run_child, torchrun
+from reinlite.experiments.gpu_check.report import format_markdown, summarise
+from reinlite.experiments.gpu_check.run import Clock, run_gpu_check
+from reinlite.experiments.gpu_check.cli import add_arguments, main, run_cli
 
 __all__ = ["GIB", "GPU_BUDGETS", "PAPER", "PHASES", "RELEASE", "TINY_BUDGETS", "TINY_OVERRIDES", "TINY_PHASES",
            "Settings", "check_config", "config_facts", "MSDEFORM_RANGE", "build", "domain_images",

@@ -1,4 +1,4 @@
-"""``reinlite gpu-check`` and ``python -m reinlite.gpu_check`` (also the children's entry:
+"""``reinlite gpu-check`` and ``python -m reinlite.experiments.gpu_check`` (also the children's entry:
 ``--worker ddp | compile``)."""
 from __future__ import annotations
 
@@ -8,10 +8,10 @@ import sys
 from pathlib import Path
 from typing import Optional, Sequence
 
-from .children import compile_worker, ddp_worker
-from .report import format_markdown
-from .run import run_gpu_check
-from .settings import PHASES, Settings
+from reinlite.experiments.gpu_check.children import compile_worker, ddp_worker
+from reinlite.experiments.gpu_check.report import format_markdown
+from reinlite.experiments.gpu_check.run import run_gpu_check
+from reinlite.experiments.gpu_check.settings import PHASES, Settings
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", default="runs/gpu_check", help="folder for gpu_check.json and gpu_check.md")
@@ -51,9 +51,9 @@ def run_cli(args) -> int:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    from . import __doc__ as package_doc
+    from reinlite.experiments.gpu_check import __doc__ as package_doc
 
-    p = argparse.ArgumentParser(prog="python -m reinlite.gpu_check", description=package_doc.splitlines()[0])
+    p = argparse.ArgumentParser(prog="python -m reinlite.experiments.gpu_check", description=package_doc.splitlines()[0])
     add_arguments(p)
     return run_cli(p.parse_args(argv))
 

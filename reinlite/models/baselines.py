@@ -44,7 +44,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .backbone import STRIDES, ReinBackbone, _default_out_indices, build_backbone, create_vit
+from reinlite.models.backbone import STRIDES, ReinBackbone, _default_out_indices, build_backbone, create_vit
 
 __all__ = [
     "METHODS",

@@ -5,7 +5,7 @@
 - "Load if present, else make it": :func:`course_backbone` loads the shipped course ViT (a
   random ViT of the same shape, clearly announced, while its weights are missing),
   :func:`benchmark_images` renders scenes of the embedded benchmark's domains.
-- :func:`try_check` runs a :mod:`reinlite.feedback` check and prints its verdict instead of
+- :func:`try_check` runs a :mod:`reinlite.course.feedback` check and prints its verdict instead of
   raising, so an exercise that is not done yet shows the helpful message and the notebook
   still runs top to bottom.
 """
@@ -26,7 +26,7 @@ __all__ = ["FAST", "is_fast", "pick", "setup", "benchmark_images", "to_tensor",
            "IMAGENET_MEAN", "IMAGENET_STD", "repo_root", "data_dir", "benchmark_root", "FAST_BENCHMARK",
            "FULL_BENCHMARK"]
 
-from .data.transforms import IMAGENET_MEAN, IMAGENET_STD  # noqa: E402  (timm's constants)
+from reinlite.data.transforms import IMAGENET_MEAN, IMAGENET_STD  # noqa: E402  (timm's constants)
 #: the benchmark's image size (H, W)
 IMAGE_SIZE = (128, 256)
 
@@ -66,7 +66,7 @@ def benchmark_images(n: int = 4, domain: Optional[str] = "gta", seed: int = 0,
     Each item is the renderer's dict: ``image`` uint8 [H, W, 3], ``label`` uint8 [H, W]
     (Cityscapes label ids), ``depth``, ``instance``, plus ``domain``.
     """
-    from .data import synthetic as syn
+    from reinlite.data import synthetic as syn
 
     items = []
     for i in range(n):
@@ -88,7 +88,7 @@ def to_tensor(images: np.ndarray | Sequence[np.ndarray]) -> Tensor:
 
 
 def _has_course_weights() -> bool:
-    from .backbone import WEIGHTS_DIR
+    from reinlite.weights import WEIGHTS_DIR
 
     return (WEIGHTS_DIR / "course_vit.json").is_file() and (WEIGHTS_DIR / "course_vit.safetensors").is_file()
 
@@ -100,7 +100,7 @@ def course_backbone(rein: Optional[dict] = None, img_size: Sequence[int] = IMAGE
     While the shipped weights are missing, a *random* ViT of the same shape stands in (and
     says so): shapes and parameter counts are the same, the features are not meaningful.
     """
-    from .backbone import build_backbone
+    from reinlite.models.backbone import build_backbone
 
     if _has_course_weights():
         bb = build_backbone("course_vit", pretrained=True, img_size=tuple(img_size), rein=rein, **kwargs)
@@ -179,7 +179,7 @@ def patch_token(features: Tensor, patches, logit: float = 20.0) -> Tensor:
     return specific / length * (logit * features.shape[-1] ** 0.5 / length)
 
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def shown_path(path: str | os.PathLike) -> str:
@@ -192,7 +192,7 @@ def shown_path(path: str | os.PathLike) -> str:
 def shipped_run(name: str = "course") -> Optional[Path]:
     """The trained run shipped with the package (``reinlite/weights/NAME_run.safetensors``,
     made by ``reinlite ship-run``), or None."""
-    from .backbone import WEIGHTS_DIR
+    from reinlite.weights import WEIGHTS_DIR
 
     path = WEIGHTS_DIR / f"{name}_run.safetensors"
     return path if path.is_file() else None
@@ -228,8 +228,8 @@ def ship_run(run_dir: str | os.PathLike, name: str = "course", command: str = ""
     import hashlib
     import shutil
 
-    from .backbone import WEIGHTS_DIR
-    from .checkpoint import CKPT_NAME, read_run_checkpoint
+    from reinlite.weights import WEIGHTS_DIR
+    from reinlite.engine.checkpoint import CKPT_NAME, read_run_checkpoint
 
     run_dir = Path(run_dir)
     source = run_dir / CKPT_NAME
@@ -258,9 +258,9 @@ def trained_model(name: str = "course", train_steps: Optional[int] = None, verbo
     trained for N steps into ``runs/NAME`` (this needs the benchmark under ``data/`` and
     takes minutes on a CPU).
     """
-    from .config import load_config
-    from .model import load_model
-    from .train import train
+    from reinlite.config import load_config
+    from reinlite.models.segmentor import load_model
+    from reinlite.engine.train import train
 
     path = find_checkpoint(name)
     if path is None and train_steps is not None:
@@ -278,8 +278,8 @@ def trained_model(name: str = "course", train_steps: Optional[int] = None, verbo
 
 
 def try_check(check: Callable[[], Any], success: str = "correct!") -> bool:
-    """:func:`reinlite.feedback.try_check` (kept here for the notebooks that import it from course)."""
-    from .feedback import try_check as feedback_try_check
+    """:func:`reinlite.course.feedback.try_check` (kept here for the notebooks that import it from course)."""
+    from reinlite.course.feedback import try_check as feedback_try_check
 
     return feedback_try_check(check, success)
 
@@ -297,7 +297,7 @@ def repo_root() -> Optional["Path"]:
     """The checkout that holds this ``reinlite`` (None for an installed package)."""
     from pathlib import Path
 
-    root = Path(__file__).resolve().parents[1]
+    root = Path(__file__).resolve().parents[2]
     return root if (root / "pyproject.toml").is_file() else None
 
 
@@ -325,7 +325,7 @@ def benchmark_root(root=None, seed: int = 0, verbose: bool = True) -> "Path":
     import shutil
     from pathlib import Path
 
-    from .data.benchmark import write_benchmark
+    from reinlite.data.benchmark import write_benchmark
 
     sizes = dict(FAST_BENCHMARK) if is_fast() else dict(FULL_BENCHMARK)
     root = Path(root) if root is not None else data_dir() / pick("benchmark", "benchmark_fast")

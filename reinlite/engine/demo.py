@@ -12,11 +12,11 @@ import logging
 import time
 from typing import Sequence
 
-from .config import load_config
-from .data.pipeline import resolve_path
-from .evaluate import evaluate
-from .model import load_model
-from .train import train
+from reinlite.config import load_config
+from reinlite.data.pipeline import resolve_path
+from reinlite.engine.evaluate import evaluate
+from reinlite.models.segmentor import load_model
+from reinlite.engine.train import train
 
 log = logging.getLogger(__name__)
 
@@ -28,7 +28,7 @@ def run_demo(config: str = "course", overrides: Sequence[str] = (), eval_source:
     d = cfg.data
     t0 = time.perf_counter()
     if d.kind == "benchmark" and not (resolve_path(d.root) / "benchmark.json").is_file():
-        from .data.benchmark import write_benchmark
+        from reinlite.data.benchmark import write_benchmark
 
         log.info("writing the embedded benchmark to %s ...", d.root)
         write_benchmark(d.root)

@@ -6,7 +6,7 @@
     model, cfg = load_model("runs/course")         # rebuild a run from its checkpoint alone
 
 Rein (``cfg.model.method == "rein"``) makes the decoder's queries from its tokens (Eqs. 6-7),
-so the head has ``model.rein.num_tokens`` queries; the baselines (reinlite.peft) have none and
+so the head has ``model.rein.num_tokens`` queries; the baselines (reinlite.models.baselines) have none and
 the head learns as many query embeddings (:func:`reinlite.config.num_queries`).
 """
 
@@ -19,10 +19,11 @@ from typing import Optional, Sequence
 import torch
 import torch.nn as nn
 
-from .checkpoint import CheckpointError, load_trainable, read_run_checkpoint, trainable_state_dict
-from .config import Config, ConfigError, LossConfig, ModelConfig, load_config, num_queries
-from .head import Mask2FormerHead, semantic_inference
-from .losses import Mask2FormerLoss
+from reinlite.engine.checkpoint import load_trainable, read_run_checkpoint, trainable_state_dict
+from reinlite.weights import CheckpointError
+from reinlite.config import Config, ConfigError, LossConfig, ModelConfig, load_config, num_queries
+from reinlite.models.head import Mask2FormerHead, semantic_inference
+from reinlite.models.losses import Mask2FormerLoss
 
 
 class Segmentor(nn.Module):
@@ -60,7 +61,7 @@ def build_model(m: ModelConfig) -> Segmentor:
     """Backbone + head from the model part of a config (``cfg.model``)."""
     from dataclasses import asdict
 
-    from .peft import build_peft_backbone
+    from reinlite.models.baselines import build_peft_backbone
 
     img_size = tuple(m.img_size) if isinstance(m.img_size, (list, tuple)) else m.img_size
     common = dict(pretrained=_pretrained(m.pretrained), img_size=img_size, patch_size=m.patch_size,

@@ -30,8 +30,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .checkpoint import CheckpointError, check_keys, load_state_dict_file
-from .rein import Rein
+from reinlite.models.rein import Rein
+from reinlite import weights
+from reinlite.weights import (COURSE_BACKBONES, COURSE_VIT, COURSE_VIT_MAE, CheckpointError,
+                              adapt_state_dict, check_keys, course_vit_config, course_vit_weights_path,
+                              load_state_dict_file)
 
 __all__ = [
     "COURSE_VIT",
@@ -45,15 +48,6 @@ __all__ = [
     "count_parameters",
 ]
 
-COURSE_VIT = "course_vit"
-COURSE_VIT_MAE = "course_vit_mae"
-# The shipped offline course backbones (same ViT shape, reinlite/weights/<name>.{json,safetensors}),
-# and the module that pretrains each.
-COURSE_BACKBONES = {
-    COURSE_VIT: "reinlite.experiments.pretrain (supervised proxies of the task)",
-    COURSE_VIT_MAE: "reinlite.experiments.pretrain_mae (self-supervised, masked-image modelling)",
-}
-WEIGHTS_DIR = Path(__file__).parent / "weights"
 STRIDES = (4, 8, 16, 32)
 
 
@@ -62,103 +56,6 @@ def _timm():
     import timm
 
     return timm
-
-
-# ----------------------------------------------------------------------------- weights
-def course_vit_config(name: str = COURSE_VIT) -> dict[str, Any]:
-    """A shipped course backbone's record (timm kwargs, sha256, the command that made it)."""
-    if name not in COURSE_BACKBONES:
-        raise ValueError(f"unknown course backbone {name!r}; expected one of {sorted(COURSE_BACKBONES)}")
-    path = WEIGHTS_DIR / f"{name}.json"
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"{path} is missing: the course backbone's config ships with the package "
-            f"(made by {COURSE_BACKBONES[name]})"
-        )
-    return json.loads(path.read_text())
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def course_vit_weights_path(verify: bool = True, name: str = COURSE_VIT) -> Path:
-    """Path of a shipped course backbone's weights; checks the recorded sha256."""
-    path = WEIGHTS_DIR / f"{name}.safetensors"
-    if not path.is_file():
-        raise FileNotFoundError(f"{path} is missing: the course backbone's weights ship with reinlite")
-    if verify:
-        expected = course_vit_config(name).get("sha256")
-        actual = _sha256(path)
-        if expected and expected != actual:
-            raise CheckpointError(f"{path}: sha256 {actual} does not match the recorded {expected}")
-    return path
-
-
-def _strip_backbone_prefix(state_dict: dict[str, Tensor]) -> dict[str, Tensor]:
-    for prefix in ("backbone.", "module.backbone.", "module."):
-        if state_dict and all(k.startswith(prefix) for k in state_dict):
-            return {k[len(prefix):]: v for k, v in state_dict.items()}
-    if any(k.startswith("backbone.") for k in state_dict):  # whole-model checkpoint: keep the backbone
-        return {k[len("backbone."):]: v for k, v in state_dict.items() if k.startswith("backbone.")}
-    return state_dict
-
-
-def _grid(num_positions: int, old_grid: Optional[Sequence[int]]) -> tuple[int, int]:
-    if old_grid is not None:
-        return int(old_grid[0]), int(old_grid[1])
-    side = int(round(num_positions ** 0.5))
-    if side * side != num_positions:
-        raise CheckpointError(
-            f"cannot infer the position-embedding grid of {num_positions} positions; pass old_grid=(h, w)"
-        )
-    return side, side
-
-
-def adapt_state_dict(
-    state_dict: dict[str, Tensor], model: nn.Module, old_grid: Optional[Sequence[int]] = None
-) -> dict[str, Tensor]:
-    """Make a ViT state dict fit ``model``: key names, patch size and position grid.
-
-    - ``backbone.`` prefixes are removed (the release's and mmseg's whole-model checkpoints).
-    - The patch kernel [C, 3, p0, p0] is resized bicubically to the model's [C, 3, p, p].
-    - The position embedding [1, prefix + h0 * w0, C] is resampled (bicubic) to the model's grid.
-    - The model family's own timm converter then maps foreign names (DINOv2's ``mask_token``
-      and ``register_tokens``, OpenAI CLIP, ...).
-    """
-    state_dict = _strip_backbone_prefix(dict(state_dict))
-    target = model.state_dict()
-    kernel_key = "patch_embed.proj.weight"
-    if kernel_key in state_dict and kernel_key in target:
-        kernel = state_dict[kernel_key]
-        size = tuple(target[kernel_key].shape[-2:])
-        if kernel.ndim == 4 and tuple(kernel.shape[-2:]) != size:
-            state_dict[kernel_key] = F.interpolate(
-                kernel.float(), size=size, mode="bicubic", align_corners=False
-            ).to(kernel.dtype)
-    if "pos_embed" in state_dict and getattr(model, "pos_embed", None) is not None:
-        from timm.layers import resample_abs_pos_embed
-
-        pos = state_dict["pos_embed"]
-        if pos.ndim == 3:
-            dinov2_original = "mask_token" in state_dict
-            prefix = 1 if dinov2_original else (
-                0 if getattr(model, "no_embed_class", False) else getattr(model, "num_prefix_tokens", 1))
-            new_grid = tuple(model.patch_embed.grid_size)
-            old = _grid(pos.shape[1] - prefix, old_grid)
-            if old != new_grid:
-                state_dict["pos_embed"] = resample_abs_pos_embed(
-                    pos, list(new_grid), list(old), num_prefix_tokens=prefix,
-                    interpolation="bicubic", antialias=False, align_corners=False)
-    convert = getattr(sys.modules[type(model).__module__], "checkpoint_filter_fn", None)
-    if convert is not None:
-        state_dict = convert(state_dict, model)
-    # classification heads are not part of a segmentation backbone
-    return {k: v for k, v in state_dict.items() if not (k.startswith("head.") and k not in target)}
 
 
 def _model_kwargs(img_size, patch_size) -> dict[str, Any]:
@@ -190,7 +87,7 @@ def create_vit(
     if name in COURSE_BACKBONES:
         from timm.models.vision_transformer import VisionTransformer
 
-        shape_of = name if pretrained is True or (WEIGHTS_DIR / f"{name}.json").is_file() else COURSE_VIT
+        shape_of = name if pretrained is True or weights.shipped(name) else COURSE_VIT
         config = course_vit_config(shape_of)
         base = dict(config["timm_kwargs"])
         src_img = base.get("img_size", 224)

@@ -12,7 +12,7 @@ What the loop does, per step k (the release's recipe, rein-method.md):
 
 Exact resume: the data order and every random draw of step k depend only on (seed, k) (the
 global RNG is re-seeded at the start of each step). A checkpoint stores the trainable weights
-with the step and the whole config (reinlite.checkpoint), and the optimiser state; a run
+with the step and the whole config (reinlite.engine.checkpoint), and the optimiser state; a run
 killed after step k and resumed from its last checkpoint ends with bit-identical weights on
 a CPU. Resuming with a changed config is refused (only the keys in
 ``reinlite.config.RESUMABLE``, e.g. ``optim.iters`` to extend a run, may change).
@@ -31,14 +31,13 @@ import torch
 import torch.distributed as dist
 import torch.nn as nn
 
-from .checkpoint import (CKPT_NAME, read_optimizer_state, read_run_checkpoint,
-                         save_run_checkpoint, load_trainable)
-from .config import Config, ConfigError, changed_keys, load_config
-from .data.pipeline import AugmentedDataset, StepBatchSampler, build_dataset, collate, mix_seed
-from .data.transforms import TrainAugment
-from .diagnostics import record_delta_ratios, rein_log_entry
-from .model import build_criterion, build_model
-from .optim import build_optimizer, poly_lr, set_lr
+from reinlite.engine.checkpoint import CKPT_NAME, read_optimizer_state, read_run_checkpoint, save_run_checkpoint, load_trainable
+from reinlite.config import Config, ConfigError, changed_keys, load_config
+from reinlite.data.pipeline import AugmentedDataset, StepBatchSampler, build_dataset, collate, mix_seed
+from reinlite.data.transforms import TrainAugment
+from reinlite.engine.diagnostics import record_delta_ratios, rein_log_entry
+from reinlite.models.segmentor import build_criterion, build_model
+from reinlite.engine.optim import build_optimizer, poly_lr, set_lr
 
 log = logging.getLogger(__name__)
 

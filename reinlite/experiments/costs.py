@@ -62,7 +62,7 @@ def describe(run, note: str) -> dict[str, Any]:
 def course_config(num_tokens: int = 100, overrides: Sequence[str] = ()) -> dict[str, Any]:
     """The course run (reinlite/configs/course.json) with Rein at m = ``num_tokens``; the
     baselines learn as many queries. The ViT is built at the crop size."""
-    from .config import load_config
+    from reinlite.config import load_config
 
     run = load_config("course", [f"model.rein.num_tokens={num_tokens}", *overrides])
     return describe(run, f"{run.model.backbone} (shipped weights)")
@@ -70,7 +70,7 @@ def course_config(num_tokens: int = 100, overrides: Sequence[str] = ()) -> dict[
 
 def tiny_config() -> dict[str, Any]:
     """A seconds-long configuration for tests."""
-    from .config import load_config
+    from reinlite.config import load_config
 
     run = load_config("course", [
         "name=tiny", "optim.batch_size=1", "data.crop_size=[32,32]", "model.img_size=[32,32]",
@@ -89,7 +89,7 @@ def run_config(method: str, cfg: dict, num_prompts: int = 50):
     """The run config (reinlite.config.Config) of ``method`` on the bench's ``cfg``."""
     from dataclasses import replace
 
-    from .config import from_dict
+    from reinlite.config import from_dict
 
     if method not in METHODS:
         raise ValueError(f"unknown bench method {method!r}; choose from {', '.join(METHODS)}")
@@ -100,8 +100,8 @@ def run_config(method: str, cfg: dict, num_prompts: int = 50):
 
 
 def build_model(method: str, cfg: dict, num_prompts: int = 50):
-    """(backbone, head) for ``method`` on ``cfg``, through the one builder (reinlite.model)."""
-    from .model import build_model as build
+    """(backbone, head) for ``method`` on ``cfg``, through the one builder (reinlite.models.segmentor)."""
+    from reinlite.models.segmentor import build_model as build
 
     model = build(run_config(method, cfg, num_prompts).model)
     bb, head = model.backbone, model.head
@@ -116,10 +116,10 @@ def _batch(cfg: dict, seed: int = 0):
     import numpy as np
     import torch
 
-    from .data.classes import CITYSCAPES_LUT
-    from .data.synthetic import render_sample
+    from reinlite.data.classes import CITYSCAPES_LUT
+    from reinlite.data.synthetic import render_sample
 
-    from .data.transforms import normalize
+    from reinlite.data.transforms import normalize
 
     h, w = cfg["crop_size"]
     images, labels = [], []
@@ -169,7 +169,7 @@ def measure(method: str, cfg: dict, steps: int = 5, warmup: int = 2, amp: str = 
     """
     import torch
 
-    from .model import build_criterion
+    from reinlite.models.segmentor import build_criterion
 
     torch.set_num_threads(threads)
     torch.manual_seed(seed)
@@ -244,7 +244,7 @@ def _worker_main(argv: Sequence[str]) -> int:
 
 
 def _spawn(spec: dict, env: dict) -> dict:
-    proc = subprocess.run([sys.executable, "-m", "reinlite.costs", "_worker", json.dumps(spec)],
+    proc = subprocess.run([sys.executable, "-m", "reinlite.experiments.costs", "_worker", json.dumps(spec)],
                           capture_output=True, text=True, env=env)
     for line in proc.stdout.splitlines():
         if line.startswith("BENCH_RESULT "):
@@ -292,11 +292,11 @@ def parameter_counts(backbones=COUNT_BACKBONES, num_prompts: int = 150) -> dict[
     """Trainable backbone parameters per method at 512 x 512, patch 16 (meta device)."""
     import torch
 
-    from .peft import build_peft_backbone
+    from reinlite.models.baselines import build_peft_backbone
 
     from dataclasses import asdict
 
-    from .config import load_config
+    from reinlite.config import load_config
 
     release = load_config("gta2cs_dinov2_large")
     args = dict(rein=asdict(release.model.rein), vpt=dict(num_prompts=num_prompts), **BASELINE_KWARGS)
@@ -321,7 +321,7 @@ def gpu_comparison(methods: Sequence[str], steps: int, warmup: int, log=print) -
     if not torch.cuda.is_available():
         log("GPU comparison (DINOv2-L, 512 x 512): skipped, no GPU on this machine")
         return None
-    from .config import load_config
+    from reinlite.config import load_config
 
     cfg = describe(load_config("gta2cs_dinov2_large", ["model.pretrained=false"]),
                    "DINOv2-L/16 shape, random weights")
@@ -344,7 +344,7 @@ def gpu_comparison(methods: Sequence[str], steps: int, warmup: int, log=print) -
 def run_bench(args) -> int:
     import torch
 
-    from .costs_report import bench_figure, markdown, summarise
+    from reinlite.experiments.costs_report import bench_figure, markdown, summarise
 
     if getattr(args, "from_json", None):
         report = json.loads(Path(args.from_json).read_text())
@@ -356,7 +356,7 @@ def run_bench(args) -> int:
     log = print
     cfg = tiny_config() if args.tiny else course_config(args.num_tokens)
     if getattr(args, "backbone", None) or args.img_size or args.batch_size:
-        from .config import from_dict, load_config
+        from reinlite.config import from_dict, load_config
 
         extra = []
         if getattr(args, "backbone", None):

@@ -5,7 +5,7 @@ Generalized Semantic Segmentation", CVPR 2024, arXiv 2312.04265 (v1). mIoU in pe
 19 Cityscapes classes, Mask2Former head, 512 x 512 crops, 40k iterations. These are the
 authors' measurements, transcribed; nothing here is measured by reinlite.
 
-    from reinlite import paper
+    from reinlite.course import paper
     paper.GTA5_TO_CBM["DINOv2-L"]["rein"]   # {"cityscapes": 66.4, "bdd100k": 60.4, "mapillary": 66.1, "avg": 64.3, "params_m": 2.99}
     print(paper.markdown_table())
 """
