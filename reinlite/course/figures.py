@@ -275,3 +275,61 @@ def rein_dataflow_figure(num_blocks: int = 4, taps: Sequence[str] = ("7", "11", 
     if path is not None:
         fig.savefig(path, dpi=120, bbox_inches="tight")
     return fig
+
+
+def read_training_log(path) -> list[dict]:
+    """The lines of a run's ``log.jsonl`` (one dict per logged step, in order)."""
+    import json
+    from pathlib import Path
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no training log (a run writes log.jsonl into its folder)")
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def training_log_figure(log, title: str = "", path=None):
+    """Loss, learning rate and (for Rein runs) the scale s and ||s Delta f|| / ||f|| against steps.
+
+    Args:
+        log: a list of log lines (:func:`read_training_log`) or a path to ``log.jsonl``.
+    Returns the figure: 3 panels, or 4 when the log carries Rein's diagnostics.
+    """
+    plt = _plt()
+    lines = read_training_log(log) if not isinstance(log, list) else log
+    steps = [e["step"] for e in lines]
+    rein = all("rein_scale" in e for e in lines)
+    ncols = 4 if rein else 3
+    fig, axes = plt.subplots(1, ncols, figsize=(3.6 * ncols, 3.0))
+    ax = axes[0]
+    ax.plot(steps, [e["loss"] for e in lines], color="#333333", label="total")
+    for key, colour in (("loss_cls", "#1f77b4"), ("loss_mask", "#2ca02c"), ("loss_dice", "#d62728")):
+        if key in lines[0]:
+            # the total sums the three terms (weights 2 / 5 / 5) over 1 + decoder layers
+            ax.plot(steps, [e[key] for e in lines], color=colour, lw=1, label=key.replace("loss_", ""))
+    ax.set_yscale("log")
+    ax.set_title("loss (last decoder layer's terms)", fontsize=9)
+    ax.legend(fontsize=7, loc="upper right", frameon=False, ncol=2)
+    axes[1].plot(steps, [e["lr"] for e in lines], color="#9467bd")
+    axes[1].set_title("learning rate (poly, power 0.9)", fontsize=9)
+    axes[1].yaxis.set_major_formatter(plt.FuncFormatter(lambda v, _: f"{v:.1e}"))
+    axes[2].plot(steps, [e["grad_norm"] for e in lines], color="#8c564b")
+    axes[2].set_yscale("log")
+    axes[2].set_title("gradient norm before clipping (clipped to 1)", fontsize=9)
+    if rein:
+        ax = axes[3]
+        ax.plot(steps, [abs(e["rein_scale"]) for e in lines], color="#ff7f0e", label="|s| (Rein's scale)")
+        if all("rein_delta_ratio" in e for e in lines):
+            ax.plot(steps, [e["rein_delta_ratio"] for e in lines], color="#17becf",
+                    label="‖sΔf‖ / ‖f‖ (mean over blocks)")
+        ax.set_title("how much Rein moves the features", fontsize=9)
+        ax.legend(fontsize=7, loc="upper left", frameon=False)
+    for ax in axes:
+        ax.set_xlabel("step", fontsize=8)
+        ax.tick_params(labelsize=7)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    if path is not None:
+        fig.savefig(path, dpi=120, bbox_inches="tight")
+    return fig
