@@ -166,3 +166,44 @@ def test_round_trip_and_changed_keys():
     assert changed_keys(cfg.to_dict(), other.to_dict()) == ["optim.lr"]
     with pytest.raises(ConfigError, match="short_sides"):
         load_config("course", ["data.short_sides=[64]"])
+
+
+# --------------------------------------------------------------------------- the command line
+@pytest.mark.parametrize("override, message", [
+    ("optim.iters=-5", "optim.iters must be >= 1, got -5"),
+    ("model.backbone=vit_nonexistent_patch16", "model.backbone 'vit_nonexistent_patch16' is neither"),
+    ("model.method=lorra", "did you mean 'lora'"),
+    ("model.head.pixel_decoder=fnp", "did you mean 'fpn'"),
+])
+def test_cli_turns_config_errors_into_one_line(override, message, tmp_path, capsys):
+    from reinlite import cli
+
+    assert cli.main(["train", "--config", "course", override, f"out_dir={tmp_path / 'run'}"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("reinlite train: error: ") and message in err and "Traceback" not in err
+    assert len(err.strip().splitlines()) == 1 and not (tmp_path / "run").exists()  # nothing was built
+
+
+def test_cli_keeps_the_traceback_of_a_bug(monkeypatch):
+    from reinlite import cli
+    from reinlite.engine import train
+
+    def shape_bug(args):
+        raise ValueError("a shape bug deep in training")
+
+    monkeypatch.setattr(train, "run_train_cli", shape_bug)
+    with pytest.raises(ValueError, match="shape bug"):
+        cli.main(["train", "--config", "course"])
+    monkeypatch.setattr(train, "run_train_cli", lambda args: {}["missing"])
+    with pytest.raises(KeyError):
+        cli.main(["train", "--config", "course"])
+
+
+def test_cli_is_one_table():
+    from reinlite import cli
+
+    names = [c.name for c in cli.COMMANDS]
+    assert len(names) == len(set(names))
+    assert {"train", "eval", "predict", "data", "info", "demo", "costs", "sweep"} <= set(names)
+    sub = next(a for a in cli.build_parser()._actions if a.dest == "command")
+    assert set(sub.choices) == set(names) | {"bench"}
