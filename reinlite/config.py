@@ -379,7 +379,9 @@ def backbone_lr_mult(optim: OptimConfig, method: str) -> float:
 def resolve(cfg: Config) -> Config:
     """``cfg`` with its method-dependent defaults made explicit (what a checkpoint stores):
     ``optim.backbone_lr_mult`` from :func:`backbone_lr_mult`, and an old-style
-    ``model.method_kwargs`` moved into ``model.<method>`` (e.g. {"rank": 8} -> model.lora.rank)."""
+    ``model.method_kwargs`` moved into ``model.<method>`` (e.g. {"rank": 8} -> model.lora.rank).
+    A config resolved once keeps its value: to switch the method of a loaded config, give
+    ``optim.backbone_lr_mult`` with it (or load from the unresolved JSON, as the CLI does)."""
     cfg = copy.deepcopy(cfg)
     m = cfg.model
     if m.method_kwargs and m.method in METHOD_OPTIONS and m.method != "rein":
