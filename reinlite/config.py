@@ -5,17 +5,13 @@
     cfg.optim.lr                    # 0.001 (course.json), default 1e-4 (the release)
     cfg.to_dict()                   # plain JSON-ready dict (stored in every checkpoint)
 
-A config is :data:`Config` (nested dataclasses below). A JSON file (``reinlite/configs/*.json``
-or any path) names only what differs from the defaults; ``key=value`` overrides use dotted
-keys and JSON values (``optim.iters=200 model.head.pixel_decoder=fpn eval.resize=null``). A
-misspelt key is a :class:`ConfigError` that names it and proposes the closest known one.
-
-Each builder receives only its own part: ``build_model(cfg.model)``, the loss
-``cfg.loss``, the data pipeline ``cfg.data``, the optimiser ``cfg.optim``, evaluation
-``cfg.eval``. Rein's options (``cfg.model.rein``) are exactly the keywords of
-:class:`reinlite.Rein`, and their defaults are Rein's own signature (so they live once).
-The decoder's query count is derived: with Rein it is ``model.rein.num_tokens`` (Rein's
-tokens are the queries, Eqs. 6-7); a different ``model.head.num_queries`` is an error.
+A config is :data:`Config`, nested dataclasses that hold every module's defaults once (the
+modules read their keyword defaults from here; this file imports no model code). A JSON file
+(``reinlite/configs/*.json`` or a path) names only what differs; ``key=value`` overrides use
+dotted keys and JSON values. :func:`load_config` folds old forms in, fills the method-dependent
+default (:func:`backbone_lr_mult`) and checks names, counts and rates before anything is built;
+a misspelt key or value is a :class:`ConfigError` that proposes the closest known one.
+The decoder's query count is derived: with Rein it is ``model.rein.num_tokens`` (Eqs. 6-7).
 """
 
 from __future__ import annotations
@@ -23,59 +19,89 @@ from __future__ import annotations
 import copy
 import dataclasses
 import difflib
-import inspect
 import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional, Sequence, Union
+from typing import Any, ClassVar, Optional, Sequence, Union
 
-from reinlite.models.rein import Rein
+from reinlite.errors import InputError
 
 CONFIG_DIR = Path(__file__).with_name("configs")
+# The names the config accepts; reinlite.models.baselines.METHODS and
+# reinlite.models.head.PIXEL_DECODERS are the registries that build them (a test holds them equal).
 METHODS = ("rein", "frozen", "full", "lora", "vpt", "adaptformer")
+PIXEL_DECODERS = ("msdeform", "fpn")
+COURSE_BACKBONE_NAMES = ("course_vit", "course_vit_mae")  # reinlite.weights.COURSE_BACKBONES
+FULL_BACKBONE_LR_MULT = 0.1  # full fine-tuning's backbone lr factor: the authors' (release issue #45)
 
 
-class ConfigError(ValueError):
+class ConfigError(InputError):
     """A config that cannot be used (unknown key, bad value, conflicting values)."""
 
 
-# ----------------------------------------------------------------------------------------
-# The tree
-# ----------------------------------------------------------------------------------------
-def _rein_fields() -> list[tuple[str, Any, Any]]:
-    """(name, type, field) of every keyword of ``Rein.__init__`` except the sizes the backbone
-    provides (num_layers, embed_dim, and patch_size for the init bound), with Rein's defaults."""
-    params = inspect.signature(Rein.__init__).parameters
-    out = []
-    for name, p in params.items():
-        if name in ("self", "num_layers", "embed_dim", "patch_size"):
-            continue
-        out.append((name, p.annotation if p.annotation is not inspect.Parameter.empty else Any,
-                    field(default=p.default)))
-    return out
+# ---------------------------------------------------------------------------- the tree
+# A number's field carries its allowed range (at_least, above), checked by config_checks.
+def at_least(low: float, default: Any, most: Optional[float] = None):
+    """A numeric field with its default and range [low, most] (None always passes)."""
+    return field(default=default, metadata=dict(low=low, most=most))
 
 
-ReinConfig = dataclasses.make_dataclass(
-    "ReinConfig", _rein_fields(),
-    namespace={"__doc__": "Rein's keywords (reinlite.Rein), defaults from its signature."})
-ReinConfig.__module__ = __name__
+def above(low: float, default: Any):
+    """A numeric field with its default that must be > low (None always passes)."""
+    return field(default=default, metadata=dict(low=low, strict=True))
+
+
+@dataclass
+class ReinConfig:
+    """Rein's keywords (reinlite.Rein; the paper's and the release's values). The sizes the
+    backbone provides (num_layers, embed_dim, patch_size) are not config keys."""
+    num_tokens: int = at_least(2, 100)               # m; also the decoder's query count (Eqs. 6-7)
+    rank: Optional[int] = at_least(1, None)  # None: full-rank tokens; r: A [m, r] @ B [r, c] (Eq. 8)
+    query_dim: int = at_least(1, 256)   # Q
+    scale_init: float = 1e-3            # the learnable scale s at init
+    use_softmax: bool = True            # Eq. 3's softmax
+    link_to_queries: bool = True        # build the instance queries from the tokens
+    zero_init_delta: bool = False       # s fixed at 1, W_f = 0: the layer starts as the identity
+    shared_mlps: bool = True            # False: the "tokens only" ablation
+    patch_size: ClassVar[int] = 16      # Rein's own default for its init bound (the ViT's, when built)
+
+
+@dataclass
+class LoraConfig:
+    """LoRA on the attention's linear layers (reinlite.models.baselines.LoRA)."""
+    rank: int = at_least(1, 8)          # r (the paper's Table 3: 0.79M on DINOv2-L)
+    alpha: Optional[float] = None       # None: alpha = r (scaling 1)
+    targets: list = field(default_factory=lambda: ["qkv"])  # attn.<target> linear layers
+
+
+@dataclass
+class VptConfig:
+    """VPT-deep prompts (reinlite.models.baselines.VisualPrompts)."""
+    num_prompts: int = at_least(0, 50)  # p per block: the course's (the paper's DINOv2-L count uses 150)
+
+
+@dataclass
+class AdaptFormerConfig:
+    """AdaptFormer's parallel bottleneck adapters (reinlite.models.baselines.AdaptFormerAdapters)."""
+    bottleneck: int = at_least(1, 64)   # d (the paper's Table 3: 3.17M on DINOv2-L)
+    adapter_scale: float = 0.1          # the fixed scalar s
 
 
 @dataclass
 class HeadConfig:
     """The Mask2Former head (reinlite.models.head.Mask2FormerHead); defaults are the release's."""
-    num_classes: int = 19
-    hidden_dim: int = 256
-    num_layers: int = 9                 # decoder layers (3 rounds over the 3 scales)
-    num_heads: int = 8
-    ffn_dim: int = 2048
-    mask_dim: int = 256
-    num_queries: Optional[int] = None   # None: derived (Rein's token count; see build_model)
+    num_classes: int = at_least(1, 19)
+    hidden_dim: int = at_least(1, 256)
+    num_layers: int = at_least(1, 9)    # decoder layers (3 rounds over the 3 scales)
+    num_heads: int = at_least(1, 8)
+    ffn_dim: int = at_least(1, 2048)
+    mask_dim: int = at_least(1, 256)
+    num_queries: Optional[int] = at_least(1, None)  # None: derived (Rein's token count; see build_model)
     pixel_decoder: str = "msdeform"     # msdeform (the release) | fpn (light, for CPUs)
-    pixel_decoder_layers: int = 6
-    pixel_decoder_ffn: int = 1024
-    pixel_decoder_points: int = 4
+    pixel_decoder_layers: int = at_least(0, 6)
+    pixel_decoder_ffn: int = at_least(1, 1024)
+    pixel_decoder_points: int = at_least(1, 4)
 
 
 @dataclass
@@ -88,21 +114,24 @@ class ModelConfig:
     out_indices: Optional[list] = None  # None: (7, 11, 15, 23) for 24 blocks, else evenly spaced
     backbone_kwargs: dict = field(default_factory=dict)  # extra timm constructor kwargs
     method: str = "rein"                # rein | frozen | full | lora | vpt | adaptformer
-    method_kwargs: dict = field(default_factory=dict)    # a baseline's options, e.g. {"rank": 8}
+    method_kwargs: dict = field(default_factory=dict)    # old form of a baseline's options (read, folded in)
     rein: Optional[ReinConfig] = field(default_factory=ReinConfig)  # null: no Rein layer
+    lora: LoraConfig = field(default_factory=LoraConfig)               # method lora's options
+    vpt: VptConfig = field(default_factory=VptConfig)                  # method vpt's options
+    adaptformer: AdaptFormerConfig = field(default_factory=AdaptFormerConfig)  # method adaptformer's
     head: HeadConfig = field(default_factory=HeadConfig)
 
 
 @dataclass
 class LossConfig:
     """Mask2Former's loss (reinlite.models.losses.Mask2FormerLoss); the release's weights."""
-    class_weight: float = 2.0
-    mask_weight: float = 5.0
-    dice_weight: float = 5.0
-    no_object_weight: float = 0.1
-    num_points: int = 12544
-    oversample_ratio: float = 3.0
-    importance_ratio: float = 0.75
+    class_weight: float = at_least(0, 2.0)
+    mask_weight: float = at_least(0, 5.0)
+    dice_weight: float = at_least(0, 5.0)
+    no_object_weight: float = at_least(0, 0.1)
+    num_points: int = at_least(1, 12544)
+    oversample_ratio: float = at_least(1, 3.0)
+    importance_ratio: float = at_least(0, 0.75, most=1)
 
 
 RELEASE_SHORT_SIDES = [int(512 * x * 0.1) for x in range(5, 21)]  # 256, 307, ..., 1024
@@ -134,22 +163,23 @@ class DataConfig:
 @dataclass
 class OptimConfig:
     """AdamW with the poly schedule (the release's)."""
-    iters: int = 40000
-    batch_size: int = 4                 # per process
-    lr: float = 1e-4
-    weight_decay: float = 0.05
+    iters: int = at_least(1, 40000)
+    batch_size: int = at_least(1, 4)    # per process
+    lr: float = above(0, 1e-4)
+    weight_decay: float = at_least(0, 0.05)
     betas: list = field(default_factory=lambda: [0.9, 0.999])
-    eps: float = 1e-8
-    poly_power: float = 0.9
-    grad_clip: Optional[float] = None   # max gradient norm, or None
-    backbone_lr_mult: float = 1.0       # lr factor of trainable backbone weights (full: 0.1)
+    eps: float = above(0, 1e-8)
+    poly_power: float = at_least(0, 0.9)
+    grad_clip: Optional[float] = above(0, None)  # max gradient norm, or None
+    backbone_lr_mult: Optional[float] = at_least(0, None)  # lr factor of trainable backbone weights; None:
+                                              # the method's (see backbone_lr_mult())
 
 
 @dataclass
 class TrainConfig:
     """Logging and checkpoints of the loop."""
-    log_every: int = 50
-    ckpt_every: int = 4000
+    log_every: int = at_least(1, 50)
+    ckpt_every: int = at_least(1, 4000)
     resume: str = "auto"                # auto (out_dir's checkpoint if any) | a checkpoint | none
     progress: bool = True
     tensorboard: bool = False
@@ -163,8 +193,8 @@ class EvalConfig:
     stride: list = field(default_factory=lambda: [341, 341])
     resize: Union[None, list, dict] = None  # [H, W] before inference, or {domain: [H, W]}
     keep_ratio: bool = False            # resize to fit [H, W] keeping the aspect ratio (mmseg)
-    batch_size: int = 1                 # images per forward pass (same-sized images only)
-    max_images: Optional[int] = None    # evaluate on the first N images of each domain
+    batch_size: int = at_least(1, 1)    # images per forward pass (same-sized images only)
+    max_images: Optional[int] = at_least(1, None)  # evaluate on the first N images of each domain
 
 
 @dataclass
@@ -174,7 +204,7 @@ class Config:
     seed: int = 42
     device: str = "auto"                # auto (cuda if available) | cpu | cuda
     amp: str = "auto"                   # auto: bf16 autocast on a GPU, none on a CPU | bf16 | none
-    threads: Optional[int] = None       # torch CPU threads (None: torch's default, all cores)
+    threads: Optional[int] = at_least(1, None)  # torch CPU threads (None: torch's default, all cores)
     out_dir: str = "runs/{name}"
     model: ModelConfig = field(default_factory=ModelConfig)
     loss: LossConfig = field(default_factory=LossConfig)
@@ -199,9 +229,7 @@ RESUMABLE = ("optim.iters", "train.", "eval.", "threads", "device", "data.num_wo
              "out_dir")
 
 
-# ----------------------------------------------------------------------------------------
-# From and to plain dicts
-# ----------------------------------------------------------------------------------------
+# ---------------------------------------------------------------------------- from and to plain dicts
 def _unknown(key: str, prefix: str, known: Sequence[str]) -> ConfigError:
     close = difflib.get_close_matches(key, list(known), n=1)
     hint = f" (did you mean '{prefix}{close[0]}'?)" if close else ""
@@ -219,9 +247,13 @@ def _dataclass_of(f: dataclasses.Field):
 
 
 def from_dict(values: dict) -> Config:
-    """A :class:`Config` from a (partial) nested dict: missing keys take their defaults."""
-    values = {k: v for k, v in values.items() if k != "_comment"}
-    return _merge_into(Config(), values, "")
+    """A :class:`Config` from a (partial) nested dict: missing keys take their defaults, the
+    method-dependent ones included (:func:`resolve`; not checked: :func:`load_config` checks)."""
+    return resolve(_parse(values))
+
+
+def _parse(values: dict) -> Config:
+    return _merge_into(Config(), {k: v for k, v in values.items() if k != "_comment"}, "")
 
 
 def _merge_into(base, values: dict, prefix: str):
@@ -302,11 +334,13 @@ def config_names() -> list[str]:
 
 def load_config(name_or_path: Union[str, os.PathLike, dict, Config],
                 overrides: Sequence[str] = ()) -> Config:
-    """A full config: the defaults <- the named / pathed JSON (or a dict) <- overrides."""
+    """A full config: the defaults <- the named / pathed JSON (or a dict) <- overrides, with the
+    old ``model.method_kwargs`` folded into the method's options and the method-dependent
+    defaults filled in (:func:`resolve`); checked by :func:`reinlite.config_checks.validate`."""
     if isinstance(name_or_path, Config):
         cfg = copy.deepcopy(name_or_path)
     elif isinstance(name_or_path, dict):
-        cfg = from_dict(name_or_path)
+        cfg = _parse(name_or_path)
     else:
         path = Path(name_or_path)
         if not path.suffix and not path.exists():
@@ -319,42 +353,62 @@ def load_config(name_or_path: Union[str, os.PathLike, dict, Config],
         except json.JSONDecodeError as err:
             raise ConfigError(f"{path}: not valid JSON ({err})") from err
         try:
-            cfg = from_dict(values)
+            cfg = _parse(values)
         except ConfigError as err:
             raise ConfigError(f"{path}: {err}") from None
-    cfg = apply_overrides(cfg, overrides)
+    from reinlite.config_checks import validate  # names, counts and rates (a file of its own)
+
+    cfg = resolve(apply_overrides(cfg, overrides))
     validate(cfg)
     return cfg
 
 
-def validate(cfg: Config) -> None:
-    """Values that no builder could use, and values that contradict each other."""
-    m, d = cfg.model, cfg.data
-    if m.method not in METHODS:
-        raise ConfigError(f"model.method must be one of {', '.join(METHODS)}, got {m.method!r}")
-    if m.method == "rein" and m.method_kwargs:
-        raise ConfigError(f"model.method_kwargs {m.method_kwargs} are for the baselines; Rein's "
-                          f"options go in model.rein (e.g. model.rein.num_tokens=50)")
-    if m.method == "rein" and m.rein is None:
-        raise ConfigError("model.method is 'rein' but model.rein is null; give Rein's options "
-                          "or choose model.method=frozen")
-    if m.rein is not None and m.rein.link_to_queries and m.method == "rein":
-        q = m.head.num_queries
-        if q is not None and q != m.rein.num_tokens:
-            raise ConfigError(
-                f"model.head.num_queries={q} conflicts with model.rein.num_tokens="
-                f"{m.rein.num_tokens}: Rein's tokens are the decoder's queries (Eqs. 6-7); "
-                f"drop model.head.num_queries (it is derived) or change model.rein.num_tokens")
-    if cfg.amp not in ("auto", "bf16", "none", None):
-        raise ConfigError(f"amp must be auto, bf16 or none, got {cfg.amp!r}")
-    if cfg.eval.mode not in ("slide", "whole"):
-        raise ConfigError(f"eval.mode must be 'slide' or 'whole', got {cfg.eval.mode!r}")
-    if d.kind not in ("benchmark", "folders", "random"):
-        raise ConfigError(f"unknown data.kind {d.kind!r}: use benchmark, folders or random")
-    if d.short_sides and (d.scale_range or d.train_resize):
-        raise ConfigError("data.short_sides (the release's random short side) cannot be combined "
-                          "with data.train_resize / data.scale_range (the course's resize then "
-                          "random factor); set data.short_sides=null for the latter")
+# ---------------------------------------------------------------------------- method-dependent defaults
+METHOD_OPTIONS = {"rein": ReinConfig, "lora": LoraConfig, "vpt": VptConfig,
+                  "adaptformer": AdaptFormerConfig}  # method -> its options (model.<method>)
+
+
+def backbone_lr_mult(optim: OptimConfig, method: str) -> float:
+    """The lr factor of trainable backbone weights: ``optim.backbone_lr_mult`` when given, else
+    the method's (:data:`FULL_BACKBONE_LR_MULT` for full fine-tuning, 1 for the others)."""
+    if optim.backbone_lr_mult is not None:
+        return float(optim.backbone_lr_mult)
+    return FULL_BACKBONE_LR_MULT if method == "full" else 1.0
+
+
+def resolve(cfg: Config) -> Config:
+    """``cfg`` with its method-dependent defaults made explicit (what a checkpoint stores):
+    ``optim.backbone_lr_mult`` from :func:`backbone_lr_mult`, and an old-style
+    ``model.method_kwargs`` moved into ``model.<method>`` (e.g. {"rank": 8} -> model.lora.rank).
+    A config resolved once keeps its value: to switch the method of a loaded config, give
+    ``optim.backbone_lr_mult`` with it (or load from the unresolved JSON, as the CLI does)."""
+    cfg = copy.deepcopy(cfg)
+    m = cfg.model
+    if m.method_kwargs and m.method in METHOD_OPTIONS and m.method != "rein":
+        setattr(m, m.method, _merge_into(getattr(m, m.method), m.method_kwargs, f"model.{m.method}."))
+        m.method_kwargs = {}
+    cfg.optim.backbone_lr_mult = backbone_lr_mult(cfg.optim, m.method)
+    return cfg
+
+
+def method_options(m: ModelConfig) -> dict:
+    """The keywords of ``m.method``'s backbone builder (reinlite.models.baselines.METHODS):
+    ``model.<method>`` as a dict ({} for frozen and full), with any ``model.method_kwargs``
+    set after loading on top."""
+    if m.method not in METHOD_OPTIONS:
+        if m.method_kwargs:
+            raise ConfigError(f"model.method={m.method} takes no options, got model.method_kwargs="
+                              f"{m.method_kwargs}")
+        return {}
+    options = getattr(m, m.method)
+    if options is None:
+        raise ConfigError(f"model.method is {m.method!r} but model.{m.method} is null")
+    if m.method_kwargs:
+        if m.method == "rein":
+            raise ConfigError(f"model.method_kwargs {m.method_kwargs} are for the baselines; Rein's "
+                              f"options go in model.rein (e.g. model.rein.num_tokens=50)")
+        options = _merge_into(options, m.method_kwargs, f"model.{m.method}.")
+    return dataclasses.asdict(options)
 
 
 def num_queries(model: ModelConfig) -> int:
@@ -365,19 +419,34 @@ def num_queries(model: ModelConfig) -> int:
         return int(model.head.num_queries)
     if model.rein is not None:
         return int(model.rein.num_tokens)
-    return 100
+    return ReinConfig.num_tokens
 
 
-def changed_keys(old: dict, new: dict, prefix: str = "") -> list[str]:
-    """Dotted keys whose values differ between two config dicts (``RESUMABLE`` ones left out)."""
+# ---------------------------------------------------------------------------- comparing configs (resuming a run, extending a sweep)
+def normalise(values: dict) -> dict:
+    """A stored config dict as this version reads it: keys added since it was written take
+    their defaults, old forms are folded in (:func:`resolve`). Unreadable dicts are returned
+    as they are (the comparison then names every difference)."""
+    try:
+        return from_dict(values).to_dict()
+    except ConfigError:
+        return values
+
+
+def changed_keys(old: dict, new: dict, prefix: str = "", ignore: Sequence[str] = RESUMABLE) -> list[str]:
+    """Dotted keys whose values differ between two config dicts (both :func:`normalise`-d;
+    the keys in ``ignore``, by default the ``RESUMABLE`` ones, left out; a key ending in '.'
+    stands for its whole subtree)."""
+    if not prefix:
+        old, new = normalise(old), normalise(new)
     out = []
     for key in sorted(set(old) | set(new)):
         dotted = prefix + key
-        if any(dotted == r or (r.endswith(".") and dotted.startswith(r)) for r in RESUMABLE):
+        if any(dotted == r or (r.endswith(".") and dotted.startswith(r)) for r in ignore):
             continue
         a, b = old.get(key, "<missing>"), new.get(key, "<missing>")
         if isinstance(a, dict) and isinstance(b, dict) and dotted not in FREE_FORM:
-            out += changed_keys(a, b, dotted + ".")
+            out += changed_keys(a, b, dotted + ".", ignore)
         elif a != b:
             out.append(dotted)
     return out

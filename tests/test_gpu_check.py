@@ -83,7 +83,7 @@ def test_unknown_phase_and_no_gpu_are_clear_errors(tmp_path):
 def test_cli_subcommand():
     args = build_parser().parse_args(["gpu-check", "--out", "x", "--tiny", "--phases", "train", "slide"])
     assert args.tiny and args.phases == ["train", "slide"] and args.compile is None
-    assert args.func.__name__ == "run_gpu_check"
+    assert args.command == "gpu-check" and args.func == "reinlite.experiments.gpu_check:run_cli"  # the CLI table
 
 
 def test_table_8_comparison_from_gpu_numbers():

@@ -215,3 +215,22 @@ def test_head_matches_the_reference_forward_bit_for_bit():
     assert len(new) == len(ref)
     assert all(torch.equal(a, b) for a, b in zip(new, ref))
     assert all(torch.equal(a, b) for a, b in zip(g_new, g_ref))
+
+
+def test_from_config_and_the_pixel_decoder_registry():
+    from reinlite.config import HeadConfig
+    from reinlite.models.head import PIXEL_DECODERS, FPNPixelDecoder, MSDeformAttnPixelDecoder
+
+    cfg = HeadConfig(num_classes=3, hidden_dim=32, num_layers=3, num_heads=4, ffn_dim=64, mask_dim=16,
+                     pixel_decoder="fpn")
+    torch.manual_seed(0)
+    a = Mask2FormerHead.from_config(cfg, 24, num_queries=4, query_source="learned", query_dim=32)
+    torch.manual_seed(0)
+    b = Mask2FormerHead(24, num_classes=3, num_queries=4, query_source="learned", query_dim=32, hidden_dim=32,
+                        num_layers=3, num_heads=4, ffn_dim=64, mask_dim=16, pixel_decoder="fpn")
+    assert all(torch.equal(a.state_dict()[k], v) for k, v in b.state_dict().items())
+    assert isinstance(a.pixel_decoder, FPNPixelDecoder) and set(PIXEL_DECODERS) == {"fpn", "msdeform"}
+    msd = Mask2FormerHead.from_config(HeadConfig(hidden_dim=32, num_heads=4, pixel_decoder_layers=1), 24, 4)
+    assert isinstance(msd.pixel_decoder, MSDeformAttnPixelDecoder) and len(msd.pixel_decoder.layers) == 1
+    with pytest.raises(ValueError, match="pixel_decoder must be one of msdeform, fpn"):
+        Mask2FormerHead(24, pixel_decoder="unet")

@@ -165,3 +165,22 @@ def test_lora_equals_a_merged_qkv_weight():
 def test_unknown_method_is_a_clear_error():
     with pytest.raises(ValueError, match="unknown method 'prefix'"):
         build_peft_backbone("prefix", "vit_small_patch14_dinov2", **TINY)
+
+
+def test_a_baseline_is_one_registry_entry(monkeypatch):
+    from functools import partial
+
+    from reinlite.models import baselines
+
+    def bias_only(bb, scale=1.0):  # a made-up method: one trainable bias on the last block's output
+        bias = torch.nn.Parameter(torch.zeros(bb.embed_dim))
+        bb.vit.blocks[-1].register_forward_hook(lambda m, i, out: out + scale * bias)
+        return torch.nn.ParameterList([bias])
+
+    monkeypatch.setitem(baselines.ADAPTERS, "bias", bias_only)
+    monkeypatch.setitem(baselines.METHODS, "bias", partial(baselines.PeftBackbone, method="bias"))
+    bb = tiny("bias", scale=2.0)
+    assert peft_parameter_count(bb) == 48 and bb.method == "bias"
+    assert isinstance(bb, baselines.ViTBackbone) and not hasattr(bb, "rein")  # no Rein under the baselines
+    with pytest.raises(ValueError, match="unknown method 'nope'"):
+        tiny("nope")

@@ -226,3 +226,15 @@ def test_checkpoint_needing_code_is_refused(tmp_path):
     torch.save({"state_dict": Rein(2, 8, 3).state_dict(), "obj": _Payload()}, path)
     with pytest.raises(CheckpointError, match="refused to load"):
         load_rein_checkpoint(Rein(2, 8, 3), path)
+
+
+def test_from_config_is_the_keyword_constructor():
+    from reinlite.config import ReinConfig
+
+    cfg = ReinConfig(num_tokens=5, rank=2, query_dim=8)
+    torch.manual_seed(0)
+    a = Rein.from_config(3, 16, cfg, patch_size=8)
+    torch.manual_seed(0)
+    b = Rein(3, 16, num_tokens=5, rank=2, query_dim=8, patch_size=8)
+    assert a.state_dict().keys() == b.state_dict().keys()
+    assert all(torch.equal(a.state_dict()[k], b.state_dict()[k]) for k in a.state_dict())

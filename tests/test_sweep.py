@@ -92,7 +92,7 @@ def test_every_run_is_config_keys_for_the_one_builder():
     assert {n: c.model.method for n, c in cfgs.items() if n in ("rein", "lora", "full", "full_lr1")} == \
         dict(rein="rein", lora="lora", full="full", full_lr1="full")
     assert cfgs["full"].optim.backbone_lr_mult == 0.1 and cfgs["full_lr1"].optim.backbone_lr_mult == 1.0
-    assert cfgs["rein"].optim.backbone_lr_mult == 1.0 and cfgs["lora"].model.method_kwargs == {"rank": 8}
+    assert cfgs["rein"].optim.backbone_lr_mult == 1.0 and cfgs["lora"].model.lora.rank == 8
     assert cfgs["tokens_only"].model.rein.shared_mlps is False and cfgs["tokens_only"].model.rein.rank is None
     assert cfgs["rein_m2"].model.rein.num_tokens == 2 and cfgs["rein_rfull"].model.rein.rank is None
     mae = load_config("course", sweep_module.run_overrides(specs["frozen"], "course_vit_mae"))
@@ -182,7 +182,7 @@ def test_tiny_sweep_builds_each_method_by_config_and_records_curves(tmp_path, mo
         assert r["method"] == method and [p["step"] for p in r["curve"]] == [2, 3]
         model, cfg = load_model(r["checkpoint"])          # the checkpoint rebuilds itself
         assert cfg.model.method == method
-    assert load_model(runs["lora"]["checkpoint"])[1].model.method_kwargs == {"rank": 8}
+    assert load_model(runs["lora"]["checkpoint"])[1].model.lora.rank == 8
     assert isinstance(runs["rein"]["curve"][0]["query_cosine"], float)
     assert runs["lora"]["curve"][0]["query_cosine"] is None
     for point in runs["rein"]["curve"]:  # Rein's diagnostics at every evaluation point

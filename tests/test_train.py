@@ -230,7 +230,7 @@ def test_checkpoint_records_the_method_and_rebuilds_it(tmp_path):
                       ["model.method=lora", "model.method_kwargs.rank=2", "data.crop_size=[64,64]"])
     train(cfg)
     model, stored = load_model(tmp_path / "run")
-    assert stored.model.method == "lora" and stored.model.method_kwargs == {"rank": 2}
+    assert stored.model.method == "lora" and stored.model.lora.rank == 2  # method_kwargs folded in
     assert model.backbone.method == "lora"
 
 

@@ -27,6 +27,7 @@ import torch
 import torch.nn.functional as F
 
 from reinlite.config import Config, EvalConfig, load_config
+from reinlite.errors import InputError
 from reinlite.data.pipeline import build_dataset, load_sample
 from reinlite.data.transforms import normalize
 from reinlite.models.segmentor import Segmentor, load_model
@@ -301,7 +302,7 @@ def predict_files(model: Segmentor, cfg: Config, paths: Sequence[str | Path],
         try:
             img = np.array(Image.open(p).convert("RGB"))
         except Exception as err:
-            raise ValueError(f"{p}: not an image PIL can read ({err})") from err
+            raise InputError(f"{p}: not an image PIL can read ({err})") from err
         resize = domain_resize(e, "", img.shape[:2]) if not isinstance(e.resize, dict) else None
         pred = infer(model, torch.from_numpy(img).permute(2, 0, 1).contiguous(), e.mode,
                      e.crop, e.stride, resize, k)

@@ -41,6 +41,8 @@ import time
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
+from reinlite.errors import InputError
+
 METHODS = ("rein", "frozen", "frozen+bwd", "full", "lora", "vpt", "adaptformer")
 TRAINED = ("rein", "full", "lora", "vpt", "adaptformer")  # methods whose backbone part trains
 COUNT_BACKBONES = (("DINOv2-S", "vit_small_patch14_dinov2"), ("DINOv2-B", "vit_base_patch14_dinov2"),
@@ -92,7 +94,7 @@ def run_config(method: str, cfg: dict, num_prompts: int = 50):
     from reinlite.config import from_dict
 
     if method not in METHODS:
-        raise ValueError(f"unknown bench method {method!r}; choose from {', '.join(METHODS)}")
+        raise InputError(f"unknown bench method {method!r}; choose from {', '.join(METHODS)}")
     run = from_dict(cfg["run"])
     base = "frozen" if method == "frozen+bwd" else method
     kwargs = dict(num_prompts=num_prompts) if base == "vpt" else BASELINE_KWARGS.get(base, {})

@@ -2,7 +2,8 @@
 
 Every run is the course training (``reinlite.engine.train.train``) with the *same* budget
 (iterations, batch, crop, head, learning rate, data); a run changes only config keys:
-``model.method``, ``model.rein.*`` (Rein) or ``model.method_kwargs`` (the baselines), and
+``model.method``, ``model.rein.*`` (Rein) or the baseline's options (given as
+``model.method_kwargs``, which the config folds into ``model.lora`` / ``vpt`` / ``adaptformer``), and
 per run ``model.backbone`` / ``model.pretrained`` (``--backbones``). The one builder
 (``reinlite.models.segmentor.build_model(cfg.model)``) builds every method, so each run's checkpoint
 records its method and rebuilds itself (``reinlite.models.segmentor.load_model``; the sweep evaluates
@@ -18,7 +19,7 @@ domain; the tables give mean +- standard deviation over seeds per domain.
 
 Groups:
   methods  rein | frozen | full (backbone lr x0.1, the authors' corrected config, release issue
-           #45) | lora (r=8) | vpt (prompts=--vpt-prompts) | adaptformer (64) | full_lr1 (full
+           #45) | lora | vpt (prompts=--vpt-prompts) | adaptformer (their config defaults) | full_lr1 (full
            fine-tuning with the backbone at the head's lr: why the multiplier exists)
   tokens   Rein with m in 2, 10, 25, 50, 100, 200 and the base m (the paper sweeps 25..200; m=1
            is impossible: token 0 is the "do nothing" sink, so m >= 2). The decoder has m
@@ -61,11 +62,13 @@ import time
 from pathlib import Path
 from typing import Optional, Sequence
 
+from reinlite.config import FULL_BACKBONE_LR_MULT, AdaptFormerConfig, LoraConfig, normalise
+from reinlite.errors import InputError
+
 log = logging.getLogger(__name__)
 
 GROUPS = ("methods", "tokens", "rank", "pieces")
 REIN_SIZE_KEYS = ("num_tokens", "rank", "query_dim")
-FULL_BACKBONE_LR_MULT = 0.1  # the authors' corrected full fine-tuning (release issue #45)
 BACKBONES = {  # label -> config overrides
     "course_vit": ["model.backbone=course_vit", "model.pretrained=true"],
     "course_vit_mae": ["model.backbone=course_vit_mae", "model.pretrained=true"],
@@ -73,7 +76,7 @@ BACKBONES = {  # label -> config overrides
 }
 
 
-class SweepError(ValueError):
+class SweepError(InputError):
     """A results folder that cannot take these runs, or arguments that make no run."""
 
 
@@ -104,9 +107,9 @@ def run_specs(groups, rein_base: dict, vpt_prompts: int) -> list[dict]:
         add("rein", "methods", "rein", **rein_base)
         add("frozen", "methods", "frozen")
         add("full", "methods", "full", overrides=[f"optim.backbone_lr_mult={FULL_BACKBONE_LR_MULT}"])
-        add("lora", "methods", "lora", rank=8)
+        add("lora", "methods", "lora", rank=LoraConfig.rank)
         add("vpt", "methods", "vpt", num_prompts=vpt_prompts)
-        add("adaptformer", "methods", "adaptformer", bottleneck=64)
+        add("adaptformer", "methods", "adaptformer", bottleneck=AdaptFormerConfig.bottleneck)
         add("full_lr1", "methods", "full", overrides=["optim.backbone_lr_mult=1.0"])
     if "tokens" in groups:
         for m in sorted({2, 10, 25, 50, 100, 200, rein_base["num_tokens"]}):  # and the base m
@@ -407,7 +410,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "model.pretrained=false) or LABEL=PATH (default: the config's backbone)")
     p.add_argument("--eval-at", nargs="+", default=None, action=_ListAndOverrides, convert=int,
                    metavar="STEP", help="learning curves: also evaluate each run at these steps")
-    p.add_argument("--vpt-prompts", type=int, default=50, help="VPT prompts per layer (default 50)")
+    p.add_argument("--vpt-prompts", type=int, default=None,
+                   help="VPT prompts per layer (default: the config's model.vpt.num_prompts)")
     p.add_argument("--out", default="docs/sweep")
     p.add_argument("--no-source", action="store_true", help="skip the source's held-out split")
     p.add_argument("--list", action="store_true", help="print the runs and exit")
@@ -442,10 +446,10 @@ def run(args: argparse.Namespace, command: str) -> dict:
     overrides = list(args.overrides or []) + list(getattr(args, "extra_overrides", None) or [])
     torch.set_num_threads(args.threads)
     base_cfg = load_config(args.config, overrides + ["train.progress=false"])
-    rein = base_cfg.model.rein
-    rein_base = {k: getattr(rein, k) for k in REIN_SIZE_KEYS} if rein is not None else \
-        dict(num_tokens=100, rank=16, query_dim=256)
-    specs = run_specs(args.groups, rein_base, args.vpt_prompts)
+    rein = base_cfg.model.rein or load_config("gta2cs_dinov2_large").model.rein  # the release's Rein
+    rein_base = {k: getattr(rein, k) for k in REIN_SIZE_KEYS}
+    vpt_prompts = base_cfg.model.vpt.num_prompts if args.vpt_prompts is None else args.vpt_prompts
+    specs = run_specs(args.groups, rein_base, vpt_prompts)
     if args.only:
         specs = [s for s in specs if s["name"] in args.only]
     backbones = list(args.backbones) if args.backbones else [None]
@@ -466,7 +470,8 @@ def run(args: argparse.Namespace, command: str) -> dict:
     stamps = {backbone_label(b) or "config": backbone_stamp(base, b) for b in backbones}
     if data["runs"]:
         strip = lambda c: {k: v for k, v in c.items() if k not in ("seed", "name")}  # noqa: E731
-        changed = _config_diff(strip(data.get("config", {})), strip(json.loads(json.dumps(base))))
+        # the stored config as this version reads it (keys added since take their defaults)
+        changed = _config_diff(strip(normalise(data.get("config", {}))), strip(json.loads(json.dumps(base))))
         old_stamps = data.get("backbones") or {"config": data.get("backbone")}
         clash = [k for k in stamps if k in old_stamps and old_stamps[k] != stamps[k]]
         if changed or clash:

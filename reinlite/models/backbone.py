@@ -18,10 +18,7 @@ the DINOv2 authors' key names. Changing the patch size resizes the patch kernel 
 """
 from __future__ import annotations
 
-import hashlib
-import json
 import os
-import sys
 from functools import partial
 from pathlib import Path
 from typing import Any, Optional, Sequence
@@ -32,7 +29,7 @@ from torch import Tensor, nn
 
 from reinlite.models.rein import Rein
 from reinlite import weights
-from reinlite.weights import (COURSE_BACKBONES, COURSE_VIT, COURSE_VIT_MAE, CheckpointError,
+from reinlite.weights import (COURSE_BACKBONES, COURSE_VIT, COURSE_VIT_MAE,
                               adapt_state_dict, check_keys, course_vit_config, course_vit_weights_path,
                               load_state_dict_file)
 
@@ -40,7 +37,9 @@ __all__ = [
     "COURSE_VIT",
     "COURSE_VIT_MAE",
     "COURSE_BACKBONES",
+    "ViTBackbone",
     "ReinBackbone",
+    "rein_for",
     "build_backbone",
     "create_vit",
     "adapt_state_dict",
@@ -131,23 +130,21 @@ def create_vit(
     return model
 
 
-# ----------------------------------------------------------------------------- the backbone
-class ReinBackbone(nn.Module):
-    """A frozen ViT refined by a Rein after every block.
+# ----------------------------------------------------------------------------- the backbones
+class ViTBackbone(nn.Module):
+    """A frozen timm ViT read out as multi-scale maps; the base of every method's backbone.
 
     forward(images [B, 3, H, W]) -> (feats, queries):
         feats: list of len(out_indices) maps [B, C, H/s, W/s] for s in ``strides`` (4, 8, 16, 32);
-        queries: [m, Q] from ``Rein.queries()``, or None without Rein / query link.
-    Only the Rein's parameters require grad; the ViT stays in eval mode even after ``.train()``.
+        queries: :meth:`queries` (None here: the head learns its own).
+    Every ViT parameter is frozen and the ViT stays in eval mode after ``.train()``, unless a
+    method sets ``vit_trains`` (full fine-tuning). A method adds its parameters and forward
+    hooks on ``vit.blocks`` (the ViT itself is never edited, so its state dict keeps timm's names).
     """
 
-    def __init__(
-        self,
-        vit: nn.Module,
-        out_indices: Sequence[int],
-        rein: Optional[Rein] = None,
-        strides: Sequence[int] = STRIDES,
-    ) -> None:
+    vit_trains = False  # full fine-tuning: the ViT trains and follows .train() / .eval()
+
+    def __init__(self, vit: nn.Module, out_indices: Sequence[int], strides: Sequence[int] = STRIDES) -> None:
         super().__init__()
         depth = len(vit.blocks)
         if len(out_indices) != len(strides):
@@ -161,26 +158,14 @@ class ReinBackbone(nn.Module):
         self.embed_dim = int(getattr(vit, "embed_dim", getattr(vit, "num_features", 0)))
         self.patch_size = int(vit.patch_embed.patch_size[0])
         self.num_prefix_tokens = int(getattr(vit, "num_prefix_tokens", 0))
-        self.rein = rein
-        if rein is not None and rein.num_layers != depth:
-            raise ValueError(f"Rein has {rein.num_layers} layers but the ViT has {depth} blocks")
         for param in self.vit.parameters():
             param.requires_grad_(False)
         self.vit.eval()
-        self._hooks = [blk.register_forward_hook(partial(self._rein_hook, i)) for i, blk in enumerate(vit.blocks)]
 
-    def _rein_hook(self, layer: int, module: nn.Module, inputs: Any, output: Tensor) -> Optional[Tensor]:
-        """Forward hook on block ``layer``: returns Rein(output); [B, N, C] or [B, H, W, C] maps."""
-        if self.rein is None:
-            return None
-        if output.ndim == 4:  # SAM's ViT: [B, H, W, C], no prefix tokens
-            b, h, w, c = output.shape
-            return self.rein(output.reshape(b, h * w, c), layer, num_prefix_tokens=0).reshape(b, h, w, c)
-        return self.rein(output, layer, num_prefix_tokens=self.num_prefix_tokens)
-
-    def train(self, mode: bool = True) -> "ReinBackbone":
+    def train(self, mode: bool = True) -> "ViTBackbone":
         super().train(mode)
-        self.vit.eval()  # frozen: drop-path and dropout stay off
+        if not self.vit_trains:
+            self.vit.eval()  # frozen: drop-path and dropout stay off
         return self
 
     def check_input(self, images: Tensor) -> None:
@@ -195,7 +180,7 @@ class ReinBackbone(nn.Module):
             )
 
     def forward_patch_maps(self, images: Tensor) -> list[Tensor]:
-        """Patch tokens after blocks ``out_indices`` as maps [B, C, H/p, W/p] (after their Rein)."""
+        """Patch tokens after blocks ``out_indices`` as maps [B, C, H/p, W/p] (after the hooks)."""
         self.check_input(images)
         unique = sorted(set(self.out_indices))  # a block may feed several strides (shallow ViTs)
         maps = self.vit.forward_intermediates(
@@ -211,11 +196,59 @@ class ReinBackbone(nn.Module):
             if factor != 1:
                 fmap = F.interpolate(fmap, scale_factor=factor, mode="bilinear", align_corners=False)
             feats.append(fmap)
-        queries = self.rein.queries() if self.rein is not None else None
-        return feats, queries
+        return feats, self.queries()
+
+    def queries(self) -> Optional[Tensor]:
+        """The decoder's queries [m, Q], or None (the head learns its own)."""
+        return None
 
     def trainable_parameters(self) -> list[nn.Parameter]:
         return [p for p in self.parameters() if p.requires_grad]
+
+
+class ReinBackbone(ViTBackbone):
+    """A frozen ViT refined by a Rein after every block (:class:`ViTBackbone` + Rein's hooks).
+
+    forward(images [B, 3, H, W]) -> (feats, queries): the maps after the Rein-refined blocks,
+    and ``Rein.queries()`` [m, Q] (None without Rein or without the query link).
+    Only the Rein's parameters require grad.
+    """
+
+    method = "rein"
+
+    def __init__(
+        self,
+        vit: nn.Module,
+        out_indices: Sequence[int],
+        rein: Optional[Rein] = None,
+        strides: Sequence[int] = STRIDES,
+    ) -> None:
+        super().__init__(vit, out_indices, strides)
+        depth = len(vit.blocks)
+        if rein is not None and rein.num_layers != depth:
+            raise ValueError(f"Rein has {rein.num_layers} layers but the ViT has {depth} blocks")
+        self.rein = rein
+        self._hooks = [blk.register_forward_hook(partial(self._rein_hook, i)) for i, blk in enumerate(vit.blocks)]
+
+    def _rein_hook(self, layer: int, module: nn.Module, inputs: Any, output: Tensor) -> Optional[Tensor]:
+        """Forward hook on block ``layer``: returns Rein(output); [B, N, C] or [B, H, W, C] maps."""
+        if self.rein is None:
+            return None
+        if output.ndim == 4:  # SAM's ViT: [B, H, W, C], no prefix tokens
+            b, h, w, c = output.shape
+            return self.rein(output.reshape(b, h * w, c), layer, num_prefix_tokens=0).reshape(b, h, w, c)
+        return self.rein(output, layer, num_prefix_tokens=self.num_prefix_tokens)
+
+    def queries(self) -> Optional[Tensor]:
+        return self.rein.queries() if self.rein is not None else None
+
+
+def rein_for(vit: nn.Module, options: dict[str, Any]) -> Rein:
+    """A :class:`Rein` sized for ``vit`` (its depth, width and patch size) with ``options``,
+    :class:`reinlite.Rein`'s keywords (missing ones: Rein's defaults)."""
+    options = dict(options)
+    options.setdefault("patch_size", int(vit.patch_embed.patch_size[0]))
+    return Rein(len(vit.blocks), int(vit.embed_dim), **options)
 
 
 def _default_out_indices(depth: int) -> tuple[int, ...]:
@@ -255,13 +288,8 @@ def build_backbone(
             patch_size are filled in), or None for a frozen backbone without Rein.
     """
     vit = create_vit(name, pretrained=pretrained, img_size=img_size, patch_size=patch_size, **model_kwargs)
-    depth = len(vit.blocks)
-    layer = None
-    if rein is not None:
-        options = dict(rein)
-        options.setdefault("patch_size", int(vit.patch_embed.patch_size[0]))
-        layer = Rein(depth, int(vit.embed_dim), **options)
-    indices = tuple(out_indices) if out_indices is not None else _default_out_indices(depth)
+    layer = rein_for(vit, rein) if rein is not None else None
+    indices = tuple(out_indices) if out_indices is not None else _default_out_indices(len(vit.blocks))
     return ReinBackbone(vit, indices, layer, strides)
 
 

@@ -1,8 +1,10 @@
 """The baselines Rein is compared with, behind Rein's interface: frozen, full, LoRA, VPT, AdaptFormer.
 
-Every method returns a :class:`ReinBackbone`-like object: ``forward(images) -> (feats,
-queries)`` with the same 4 maps at strides 4/8/16/32, ``trainable_parameters()``,
-``embed_dim``, ``patch_size``, ``vit``. Only Rein makes queries; the others return
+:data:`METHODS` is the registry: a method's name -> a small builder that turns a frozen timm
+ViT into its backbone, a :class:`reinlite.models.backbone.ViTBackbone` (``forward(images) ->
+(feats, queries)`` with the same 4 maps at strides 4/8/16/32, ``trainable_parameters()``,
+``embed_dim``, ``patch_size``, ``vit``). Adding a baseline is one entry in :data:`ADAPTERS`
+(and its typed options in reinlite.config). Only Rein makes queries; the others return
 ``queries=None`` and the head learns its own (``Mask2FormerHead(query_source="learned")``).
 
     method       what trains in the backbone                  DINOv2-L count (paper, Table 3)
@@ -38,16 +40,18 @@ from __future__ import annotations
 import math
 import os
 from functools import partial
-from typing import Any, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from reinlite.models.backbone import STRIDES, ReinBackbone, _default_out_indices, build_backbone, create_vit
+from reinlite.config import AdaptFormerConfig, LoraConfig, ReinConfig, VptConfig
+from reinlite.models.backbone import STRIDES, ReinBackbone, ViTBackbone, _default_out_indices, create_vit, rein_for
 
 __all__ = [
     "METHODS",
+    "ADAPTERS",
     "LoRA",
     "VisualPrompts",
     "AdaptFormerAdapters",
@@ -55,8 +59,6 @@ __all__ = [
     "build_peft_backbone",
     "peft_parameter_count",
 ]
-
-METHODS = ("rein", "frozen", "full", "lora", "vpt", "adaptformer")
 
 
 # ----------------------------------------------------------------------------- the modules
@@ -66,8 +68,8 @@ class LoRA(nn.Module):
     ``lora_a`` [L, r, in], ``lora_b`` [L, out, r]; delta(x, i) = (alpha / r) x A_i^T B_i^T.
     """
 
-    def __init__(self, num_layers: int, in_features: int, out_features: int, rank: int = 8,
-                 alpha: Optional[float] = None) -> None:
+    def __init__(self, num_layers: int, in_features: int, out_features: int,
+                 rank: int = LoraConfig.rank, alpha: Optional[float] = LoraConfig.alpha) -> None:
         super().__init__()
         if rank < 1:
             raise ValueError(f"LoRA rank must be >= 1, got {rank}")
@@ -90,7 +92,8 @@ class LoRA(nn.Module):
 class VisualPrompts(nn.Module):
     """VPT-deep prompts ``prompts`` [L, p, c], one fresh set per block."""
 
-    def __init__(self, num_layers: int, embed_dim: int, num_prompts: int = 150, patch_size: int = 16) -> None:
+    def __init__(self, num_layers: int, embed_dim: int, num_prompts: int = VptConfig.num_prompts,
+                 patch_size: int = ReinConfig.patch_size) -> None:
         super().__init__()
         self.num_layers, self.num_prompts = num_layers, num_prompts
         self.prompts = nn.Parameter(torch.empty(num_layers, num_prompts, embed_dim))
@@ -104,7 +107,8 @@ class VisualPrompts(nn.Module):
 class AdaptFormerAdapters(nn.Module):
     """One bottleneck adapter per block: s * up(relu(down(x))), s fixed (0.1)."""
 
-    def __init__(self, num_layers: int, embed_dim: int, bottleneck: int = 64, scale: float = 0.1) -> None:
+    def __init__(self, num_layers: int, embed_dim: int, bottleneck: int = AdaptFormerConfig.bottleneck,
+                 scale: float = AdaptFormerConfig.adapter_scale) -> None:
         super().__init__()
         self.scale = float(scale)
         self.down = nn.ModuleList(nn.Linear(embed_dim, bottleneck) for _ in range(num_layers))
@@ -119,85 +123,78 @@ class AdaptFormerAdapters(nn.Module):
         return self.up[layer](F.relu(self.down[layer](x))) * self.scale
 
 
-# ----------------------------------------------------------------------------- the backbone
-class PeftBackbone(ReinBackbone):
-    """A timm ViT adapted by one of the baselines; the interface of :class:`ReinBackbone`.
+# ----------------------------------------------------------------------------- the adapters
+# Each attaches one method to a frozen ViTBackbone (forward hooks on timm's modules) and returns
+# the method's parameters as one module (None when it adds none).
+def _frozen(bb: ViTBackbone) -> None:
+    return None
 
-    forward(images [B, 3, H, W]) -> (feats: 4 maps [B, C, H/s, W/s], queries: None).
-    ``peft`` holds the method's parameters (None for "frozen" and "full"). For "full" every
-    ViT parameter trains and ``.train()`` puts the ViT in train mode; for the others the ViT
-    is frozen and stays in eval mode.
-    """
 
-    def __init__(self, vit: nn.Module, out_indices: Sequence[int], method: str,
-                 strides: Sequence[int] = STRIDES, *, rank: int = 8, alpha: Optional[float] = None,
-                 targets: Sequence[str] = ("qkv",), num_prompts: int = 150, bottleneck: int = 64,
-                 adapter_scale: float = 0.1) -> None:
-        if method not in METHODS or method == "rein":
-            raise ValueError(f"method must be one of {METHODS[1:]} here (use build_backbone for rein), got {method!r}")
-        super().__init__(vit, out_indices, rein=None, strides=strides)  # freezes the ViT
-        self.method = method
-        depth, c = len(vit.blocks), self.embed_dim
-        self.peft: Optional[nn.Module] = None
-        self._peft_hooks = []
-        blocks = list(vit.blocks)
-        if method == "full":
-            for p in self.vit.parameters():
-                p.requires_grad_(True)
-        elif method == "lora":
-            self.peft = nn.ModuleDict()
-            for target in targets:
-                first = _attn_linear(blocks[0], target)
-                self.peft[target] = LoRA(depth, first.in_features, first.out_features, rank, alpha)
-                for i, blk in enumerate(blocks):
-                    lin = _attn_linear(blk, target)
-                    self._peft_hooks.append(lin.register_forward_hook(partial(self._lora_hook, target, i)))
-        elif method == "vpt":
-            self.peft = VisualPrompts(depth, c, num_prompts, self.patch_size)
-            for i, blk in enumerate(blocks):
-                self._peft_hooks.append(blk.register_forward_pre_hook(partial(self._vpt_insert, i)))
-                self._peft_hooks.append(blk.register_forward_hook(self._vpt_remove))
-        elif method == "adaptformer":
-            self.peft = AdaptFormerAdapters(depth, c, bottleneck, adapter_scale)
-            self._adapter_inputs: dict[int, Tensor] = {}
-            for i, blk in enumerate(blocks):
-                if not hasattr(blk, "norm2"):
-                    raise ValueError(f"AdaptFormer needs blocks with a 'norm2' (the MLP's input norm); {type(blk).__name__} has none")
-                self._peft_hooks.append(blk.norm2.register_forward_pre_hook(partial(self._adapter_keep, i)))
-                self._peft_hooks.append(blk.register_forward_hook(partial(self._adapter_add, i)))
+def _full(bb: ViTBackbone) -> None:
+    for p in bb.vit.parameters():
+        p.requires_grad_(True)
+    bb.vit_trains = True
+    return None
 
-    # --- hooks
-    def _lora_hook(self, target: str, layer: int, module: nn.Module, inputs: Any, output: Tensor) -> Tensor:
-        return output + self.peft[target].delta(inputs[0], layer)
 
-    def _vpt_insert(self, layer: int, module: nn.Module, args: tuple) -> tuple:
-        x = args[0]
-        if x.ndim != 3:
-            raise ValueError("VPT needs token sequences [B, N, C]; this ViT's blocks work on maps")
-        k = self.num_prefix_tokens
-        prompts = self.peft.prompts[layer].to(x.dtype).unsqueeze(0).expand(x.shape[0], -1, -1)
-        return (torch.cat([x[:, :k], prompts, x[:, k:]], dim=1),) + tuple(args[1:])
+def _lora(bb: ViTBackbone, rank: int = LoraConfig.rank, alpha: Optional[float] = LoraConfig.alpha,
+          targets: Sequence[str] = tuple(LoraConfig().targets)) -> nn.ModuleDict:
+    """qkv(x) + (alpha / r) x A_i^T B_i^T on ``attn.<target>`` of every block i."""
+    blocks, lora = list(bb.vit.blocks), nn.ModuleDict()
+    for target in targets:
+        first = _attn_linear(blocks[0], target)
+        lora[target] = LoRA(len(blocks), first.in_features, first.out_features, rank, alpha)
+        for i, blk in enumerate(blocks):
+            _attn_linear(blk, target).register_forward_hook(partial(_lora_add, lora[target], i))
+    return lora
 
-    def _vpt_remove(self, module: nn.Module, inputs: Any, output: Tensor) -> Tensor:
-        k, p = self.num_prefix_tokens, self.peft.num_prompts
-        return torch.cat([output[:, :k], output[:, k + p:]], dim=1)
 
-    def _adapter_keep(self, layer: int, module: nn.Module, args: tuple) -> None:
-        self._adapter_inputs[layer] = args[0]  # x' = x + attn(norm1(x)), the MLP branch's input
+def _lora_add(lora: LoRA, layer: int, module: nn.Module, inputs: Any, output: Tensor) -> Tensor:
+    return output + lora.delta(inputs[0], layer)
 
-    def _adapter_add(self, layer: int, module: nn.Module, inputs: Any, output: Tensor) -> Tensor:
-        x = self._adapter_inputs.pop(layer)
-        return output + self.peft(x, layer)
 
-    # --- modes
-    def train(self, mode: bool = True) -> "PeftBackbone":
-        nn.Module.train(self, mode)
-        if getattr(self, "method", None) != "full":
-            self.vit.eval()  # frozen: drop-path and dropout stay off
-        return self
+def _vpt(bb: ViTBackbone, num_prompts: int = VptConfig.num_prompts) -> VisualPrompts:
+    """Fresh prompts inserted after the prefix tokens before every block, dropped after it."""
+    prompts = VisualPrompts(len(bb.vit.blocks), bb.embed_dim, num_prompts, bb.patch_size)
+    k = bb.num_prefix_tokens
+    for i, blk in enumerate(bb.vit.blocks):
+        blk.register_forward_pre_hook(partial(_vpt_insert, prompts, i, k))
+        blk.register_forward_hook(partial(_vpt_remove, prompts, k))
+    return prompts
 
-    def extra_repr(self) -> str:
-        return f"method={self.method!r}"
+
+def _vpt_insert(prompts: VisualPrompts, layer: int, k: int, module: nn.Module, args: tuple) -> tuple:
+    x = args[0]
+    if x.ndim != 3:
+        raise ValueError("VPT needs token sequences [B, N, C]; this ViT's blocks work on maps")
+    p = prompts.prompts[layer].to(x.dtype).unsqueeze(0).expand(x.shape[0], -1, -1)
+    return (torch.cat([x[:, :k], p, x[:, k:]], dim=1),) + tuple(args[1:])
+
+
+def _vpt_remove(prompts: VisualPrompts, k: int, module: nn.Module, inputs: Any, output: Tensor) -> Tensor:
+    return torch.cat([output[:, :k], output[:, k + prompts.num_prompts:]], dim=1)
+
+
+def _adaptformer(bb: ViTBackbone, bottleneck: int = AdaptFormerConfig.bottleneck,
+                 adapter_scale: float = AdaptFormerConfig.adapter_scale) -> AdaptFormerAdapters:
+    """block(x) = x' + ls2(mlp(norm2 x')) + s * up(relu(down(x'))), x' the MLP branch's input."""
+    adapters = AdaptFormerAdapters(len(bb.vit.blocks), bb.embed_dim, bottleneck, adapter_scale)
+    kept: dict[int, Tensor] = {}  # block -> x' (= x + attn(norm1 x), what norm2 receives)
+    for i, blk in enumerate(bb.vit.blocks):
+        if not hasattr(blk, "norm2"):
+            raise ValueError(f"AdaptFormer needs blocks with a 'norm2' (the MLP's input norm); {type(blk).__name__} has none")
+        blk.norm2.register_forward_pre_hook(partial(_adapter_keep, kept, i))
+        blk.register_forward_hook(partial(_adapter_add, adapters, kept, i))
+    return adapters
+
+
+def _adapter_keep(kept: dict, layer: int, module: nn.Module, args: tuple) -> None:
+    kept[layer] = args[0]
+
+
+def _adapter_add(adapters: AdaptFormerAdapters, kept: dict, layer: int, module: nn.Module, inputs: Any,
+                 output: Tensor) -> Tensor:
+    return output + adapters(kept.pop(layer), layer)
 
 
 def _attn_linear(block: nn.Module, target: str) -> nn.Linear:
@@ -206,6 +203,45 @@ def _attn_linear(block: nn.Module, target: str) -> nn.Linear:
     if not isinstance(lin, nn.Linear):
         raise ValueError(f"LoRA target 'attn.{target}' is not an nn.Linear in {type(block).__name__}")
     return lin
+
+
+# The baselines by name: (frozen backbone, **the method's options) -> its parameters or None.
+ADAPTERS: dict[str, Callable[..., Optional[nn.Module]]] = {
+    "frozen": _frozen, "full": _full, "lora": _lora, "vpt": _vpt, "adaptformer": _adaptformer,
+}
+
+
+# ----------------------------------------------------------------------------- the backbones
+class PeftBackbone(ViTBackbone):
+    """A frozen timm ViT adapted by one of the baselines (:data:`ADAPTERS`).
+
+    forward(images [B, 3, H, W]) -> (feats: 4 maps [B, C, H/s, W/s], queries: None).
+    ``peft`` holds the method's parameters (None for "frozen" and "full"). For "full" every
+    ViT parameter trains and ``.train()`` puts the ViT in train mode; for the others the ViT
+    is frozen and stays in eval mode. ``options`` are the method's (reinlite.config's
+    ``model.lora`` / ``model.vpt`` / ``model.adaptformer``).
+    """
+
+    def __init__(self, vit: nn.Module, out_indices: Sequence[int], method: str,
+                 strides: Sequence[int] = STRIDES, **options: Any) -> None:
+        if method not in ADAPTERS:
+            raise ValueError(f"method must be one of {', '.join(ADAPTERS)} here (rein: build_backbone), got {method!r}")
+        super().__init__(vit, out_indices, strides)  # freezes the ViT
+        self.method = method
+        self.peft: Optional[nn.Module] = ADAPTERS[method](self, **options)
+
+    def extra_repr(self) -> str:
+        return f"method={self.method!r}"
+
+
+def _rein(vit: nn.Module, out_indices: Sequence[int], strides: Sequence[int] = STRIDES,
+          **options: Any) -> ReinBackbone:
+    return ReinBackbone(vit, out_indices, rein_for(vit, options), strides)
+
+
+# Every method by name: (vit, out_indices, strides, **options) -> its backbone.
+METHODS: dict[str, Callable[..., ViTBackbone]] = {
+    "rein": _rein, **{name: partial(PeftBackbone, method=name) for name in ADAPTERS}}
 
 
 def build_peft_backbone(
@@ -218,13 +254,13 @@ def build_peft_backbone(
     strides: Sequence[int] = STRIDES,
     model_kwargs: Optional[dict[str, Any]] = None,
     **method_kwargs: Any,
-) -> ReinBackbone:
-    """Build a ViT adapted by ``method`` (one of :data:`METHODS`).
+) -> ViTBackbone:
+    """Build the timm ViT ``name`` adapted by ``method`` (a name in :data:`METHODS`).
 
-    "rein": ``method_kwargs`` are :class:`reinlite.Rein`'s keywords (its defaults) and this is
-    :func:`reinlite.build_backbone`. "lora": rank=8, alpha=None (= rank),
-    targets=("qkv",); "vpt": num_prompts=150; "adaptformer": bottleneck=64, adapter_scale=0.1.
-    ``model_kwargs`` go to the timm constructor (e.g. depth). The result has ``.method``.
+    ``method_kwargs`` are the method's options: :class:`reinlite.Rein`'s keywords for "rein"
+    (as :func:`reinlite.build_backbone`), else those of reinlite.config's ``LoraConfig``,
+    ``VptConfig``, ``AdaptFormerConfig`` (their defaults). ``model_kwargs`` go to the timm
+    constructor (e.g. depth). The result has ``.method``.
 
     Example::
 
@@ -233,16 +269,10 @@ def build_peft_backbone(
     """
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
-    model_kwargs = dict(model_kwargs or {})
-    if method == "rein":
-        bb = build_backbone(name, pretrained=pretrained, img_size=img_size, patch_size=patch_size,
-                            out_indices=out_indices, rein=dict(method_kwargs), strides=strides,
-                            **model_kwargs)
-        bb.method = "rein"
-        return bb
-    vit = create_vit(name, pretrained=pretrained, img_size=img_size, patch_size=patch_size, **model_kwargs)
+    vit = create_vit(name, pretrained=pretrained, img_size=img_size, patch_size=patch_size,
+                     **dict(model_kwargs or {}))
     indices = tuple(out_indices) if out_indices is not None else _default_out_indices(len(vit.blocks))
-    return PeftBackbone(vit, indices, method, strides, **method_kwargs)
+    return METHODS[method](vit, indices, strides=strides, **method_kwargs)
 
 
 def peft_parameter_count(bb: nn.Module) -> int:

@@ -29,12 +29,15 @@ Shapes in docstrings: B batch, m queries, K classes, D hidden size, Hi x Wi leve
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from typing import Optional, Sequence
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+
+from reinlite.config import HeadConfig, ReinConfig
 
 __all__ = [
     "sine_positional_encoding",
@@ -43,6 +46,7 @@ __all__ = [
     "MSDeformAttnPixelDecoder",
     "FPNPixelDecoder",
     "MaskedAttentionDecoderLayer",
+    "PIXEL_DECODERS",
     "Mask2FormerHead",
     "semantic_inference",
 ]
@@ -84,9 +88,7 @@ def sine_positional_encoding(x: torch.Tensor, num_feats: Optional[int] = None,
     return pos.permute(2, 0, 1).unsqueeze(0).expand(b, -1, -1, -1).to(x.dtype)
 
 
-# ----------------------------------------------------------------------------------------
-# Multi-scale deformable attention (plain PyTorch)
-# ----------------------------------------------------------------------------------------
+# ---------------------------------------------------------------------------- multi-scale deformable attention (plain pytorch)
 def ms_deform_attn_sample(value: torch.Tensor, shapes: Sequence[tuple[int, int]],
                           locations: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
     """The core of multi-scale deformable attention: a weighted sum of bilinear samples.
@@ -123,8 +125,7 @@ class MSDeformAttn(nn.Module):
     around its reference point: offsets and weights are linear functions of the query.
     """
 
-    def __init__(self, dim: int = 256, num_heads: int = 8, num_levels: int = 3,
-                 num_points: int = 4):
+    def __init__(self, dim: int, num_heads: int, num_levels: int, num_points: int):
         super().__init__()
         if dim % num_heads:
             raise ValueError(f"dim {dim} must be divisible by num_heads {num_heads}")
@@ -210,9 +211,8 @@ class MSDeformAttnPixelDecoder(nn.Module):
              multi_scale [stride 32, stride 16, stride 8] each [B, D, H_i, W_i]).
     """
 
-    def __init__(self, in_channels: Sequence[int], dim: int = 256, mask_dim: int = 256,
-                 num_layers: int = 6, num_heads: int = 8, num_points: int = 4,
-                 ffn_dim: int = 1024):
+    def __init__(self, in_channels: Sequence[int], dim: int, mask_dim: int, num_layers: int,
+                 num_heads: int, num_points: int, ffn_dim: int):
         super().__init__()
         self.dim = dim
         # levels ordered coarse -> fine: strides 32, 16, 8
@@ -261,7 +261,7 @@ class FPNPixelDecoder(nn.Module):
     Returns (mask_features = conv1x1(p_4) [B, D_mask, H/4, W/4], [p_32, p_16, p_8]).
     """
 
-    def __init__(self, in_channels: Sequence[int], dim: int = 256, mask_dim: int = 256):
+    def __init__(self, in_channels: Sequence[int], dim: int, mask_dim: int):
         super().__init__()
         self.lateral = nn.ModuleList(
             nn.Sequential(nn.Conv2d(c, dim, 1, bias=False), _norm(dim)) for c in in_channels)
@@ -287,9 +287,15 @@ class FPNPixelDecoder(nn.Module):
         return self.mask_feature(outs[0]), [outs[3], outs[2], outs[1]]
 
 
-# ----------------------------------------------------------------------------------------
-# Transformer decoder with masked attention
-# ----------------------------------------------------------------------------------------
+# The pixel decoders by name (``model.head.pixel_decoder``), each called as
+# (in_channels, dim, mask_dim, encoder layers, heads, points, encoder FFN size).
+PIXEL_DECODERS = {
+    "msdeform": MSDeformAttnPixelDecoder,
+    "fpn": lambda in_channels, dim, mask_dim, *encoder: FPNPixelDecoder(in_channels, dim, mask_dim),
+}
+
+
+# ---------------------------------------------------------------------------- transformer decoder with masked attention
 class MaskedAttentionDecoderLayer(nn.Module):
     """One Mask2Former decoder layer (post-norm), queries x [B, m, D]:
 
@@ -301,8 +307,7 @@ class MaskedAttentionDecoderLayer(nn.Module):
     predicted mask from the previous layer (masked attention).
     """
 
-    def __init__(self, dim: int = 256, num_heads: int = 8, ffn_dim: int = 2048,
-                 dropout: float = 0.0):
+    def __init__(self, dim: int, num_heads: int, ffn_dim: int, dropout: float = 0.0):
         super().__init__()
         self.cross_attn = nn.MultiheadAttention(dim, num_heads, dropout=dropout, batch_first=True)
         self.norm1 = nn.LayerNorm(dim)
@@ -335,26 +340,27 @@ class _MLP(nn.Sequential):
 class Mask2FormerHead(nn.Module):
     """Mask2Former decode head, optionally fed by Rein queries.
 
-    Args:
+    Args (defaults: :class:`reinlite.config.HeadConfig`'s, the release's; or :meth:`from_config`):
         in_channels: channels of the 4 input maps (an int: the same for all, a ViT's C).
-        num_classes: K (19 Cityscapes train classes).
-        num_queries: m; with Rein queries it must equal the Rein token count.
+        num_classes: K.  num_queries: m; with Rein queries, the Rein token count.
         query_source: "rein" (forward needs Rein queries [m, Q]) or "learned" (baselines:
             learned query content and positional embeddings, forward(feats, None)).
-        query_dim: Q, the Rein query size (256 in the release).
-        hidden_dim, num_layers, num_heads, ffn_dim: the transformer decoder's D, L, heads
-            and FFN size (release: 256, 9, 8, 2048).
-        mask_dim: channels of mask_features and of the mask embedding (256).
-        pixel_decoder: "msdeform" (release, ``pixel_decoder_layers`` = 6 encoder layers,
-            FFN ``pixel_decoder_ffn`` = 1024) or "fpn".
+        query_dim: Q, the Rein query size.
+        hidden_dim, num_layers, num_heads, ffn_dim: the transformer decoder's D, L, heads, FFN.
+        mask_dim: channels of mask_features and of the mask embedding.
+        pixel_decoder: a name in :data:`PIXEL_DECODERS` ("msdeform", the release's, with
+            ``pixel_decoder_layers`` encoder layers of FFN ``pixel_decoder_ffn``; or "fpn").
     """
 
-    def __init__(self, in_channels: int | Sequence[int], num_classes: int = 19,
-                 num_queries: int = 100, query_source: str = "rein", query_dim: int = 256,
-                 hidden_dim: int = 256, num_layers: int = 9, num_heads: int = 8,
-                 ffn_dim: int = 2048, mask_dim: int = 256, pixel_decoder: str = "msdeform",
-                 pixel_decoder_layers: int = 6, pixel_decoder_ffn: int = 1024,
-                 pixel_decoder_points: int = 4):
+    def __init__(self, in_channels: int | Sequence[int], num_classes: int = HeadConfig.num_classes,
+                 num_queries: int = ReinConfig.num_tokens, query_source: str = "rein",
+                 query_dim: int = ReinConfig.query_dim, hidden_dim: int = HeadConfig.hidden_dim,
+                 num_layers: int = HeadConfig.num_layers, num_heads: int = HeadConfig.num_heads,
+                 ffn_dim: int = HeadConfig.ffn_dim, mask_dim: int = HeadConfig.mask_dim,
+                 pixel_decoder: str = HeadConfig.pixel_decoder,
+                 pixel_decoder_layers: int = HeadConfig.pixel_decoder_layers,
+                 pixel_decoder_ffn: int = HeadConfig.pixel_decoder_ffn,
+                 pixel_decoder_points: int = HeadConfig.pixel_decoder_points):
         super().__init__()
         if isinstance(in_channels, int):
             in_channels = [in_channels] * 4
@@ -364,14 +370,11 @@ class Mask2FormerHead(nn.Module):
             raise ValueError(f"query_source must be 'rein' or 'learned', got {query_source!r}")
         self.num_classes, self.num_queries, self.query_source = num_classes, num_queries, query_source
         self.num_heads, self.num_layers = num_heads, num_layers
-        if pixel_decoder == "msdeform":
-            self.pixel_decoder = MSDeformAttnPixelDecoder(
-                in_channels, hidden_dim, mask_dim, pixel_decoder_layers, num_heads,
-                pixel_decoder_points, pixel_decoder_ffn)
-        elif pixel_decoder == "fpn":
-            self.pixel_decoder = FPNPixelDecoder(in_channels, hidden_dim, mask_dim)
-        else:
-            raise ValueError(f"pixel_decoder must be 'msdeform' or 'fpn', got {pixel_decoder!r}")
+        if pixel_decoder not in PIXEL_DECODERS:
+            raise ValueError(f"pixel_decoder must be one of {', '.join(PIXEL_DECODERS)}, got {pixel_decoder!r}")
+        self.pixel_decoder = PIXEL_DECODERS[pixel_decoder](
+            in_channels, hidden_dim, mask_dim, pixel_decoder_layers, num_heads, pixel_decoder_points,
+            pixel_decoder_ffn)
         self.num_levels = 3
         self.level_embed = nn.Embedding(self.num_levels, hidden_dim)
         if query_source == "rein":
@@ -392,6 +395,13 @@ class Mask2FormerHead(nn.Module):
                 if p.dim() > 1:
                     nn.init.xavier_uniform_(p)
         self._pos_cache: dict = {}  # (shape, dtype, device) -> sine position encoding
+
+    @classmethod
+    def from_config(cls, cfg: HeadConfig, in_channels: int | Sequence[int], num_queries: int,
+                    query_source: str = "rein", query_dim: int = ReinConfig.query_dim) -> "Mask2FormerHead":
+        """The head of ``cfg`` (``model.head``; its num_queries is derived by the caller)."""
+        options = {**dataclasses.asdict(cfg), "num_queries": num_queries}
+        return cls(in_channels, query_source=query_source, query_dim=query_dim, **options)
 
     def _predict(self, x, mask_features, attn_size):
         """x [B, m, D] -> class logits [B, m, K+1], mask logits [B, m, H/4, W/4] and the

@@ -13,8 +13,8 @@ label map becomes n <= K targets (one binary mask per class present). Training
    points chosen by importance sampling (mostly where the prediction is uncertain);
 3. repeats 1-2 for the prediction after every decoder layer (deep supervision).
 
-Release weights: w_cls = 2, w_mask = 5, w_dice = 5, for both cost and loss; 12,544 points,
-oversample ratio 3.0, importance ratio 0.75.
+The weights (the same for cost and loss), point counts and ratios default to the release's,
+held once in :class:`reinlite.config.LossConfig`; ``Mask2FormerLoss.from_config`` builds one.
 
 The computation is batched: the costs of every image and every decoder layer are one set of
 tensor operations, copied to the CPU once; only the Hungarian algorithm runs per image (in
@@ -26,6 +26,7 @@ of the importance sampling), so the losses equal that definition's to the last b
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Optional, Sequence
 
 import numpy as np
@@ -34,6 +35,11 @@ import torch.distributed as dist
 import torch.nn as nn
 import torch.nn.functional as F
 from scipy.optimize import linear_sum_assignment
+
+from reinlite.config import HeadConfig, LossConfig
+
+# The release's weights (their home: LossConfig), the cost functions' defaults.
+W_CLASS, W_MASK, W_DICE = LossConfig.class_weight, LossConfig.mask_weight, LossConfig.dice_weight
 
 __all__ = [
     "semantic_to_targets",
@@ -90,7 +96,8 @@ def select_uncertain_points(mask_logits: torch.Tensor, coords: torch.Tensor,
 
 @torch.no_grad()
 def uncertain_point_coords(mask_logits: torch.Tensor, num_points: int,
-                           oversample_ratio: float = 3.0, importance_ratio: float = 0.75,
+                           oversample_ratio: float = LossConfig.oversample_ratio,
+                           importance_ratio: float = LossConfig.importance_ratio,
                            generator: Optional[torch.Generator] = None) -> torch.Tensor:
     """Importance sampling of points (PointRend): draw ``oversample_ratio * num_points``
     random points, keep the ``importance_ratio * num_points`` most uncertain ones
@@ -140,8 +147,8 @@ def _ce_cost(pos: torch.Tensor, neg: torch.Tensor, targets: torch.Tensor) -> tor
 
 @torch.no_grad()
 def point_match_cost(pred_logits: torch.Tensor, pred_points: torch.Tensor, labels: torch.Tensor,
-                     target_points: torch.Tensor, sizes: Sequence[int], cost_class: float = 2.0,
-                     cost_mask: float = 5.0, cost_dice: float = 5.0) -> torch.Tensor:
+                     target_points: torch.Tensor, sizes: Sequence[int], cost_class: float = W_CLASS,
+                     cost_mask: float = W_MASK, cost_dice: float = W_DICE) -> torch.Tensor:
     """The matching costs of N images from their masks' values at the sampled points, [N, m, n_max].
 
     pred_logits [N, m, K+1]; pred_points [N, m, P] (mask logits at the points); labels
@@ -177,8 +184,8 @@ def point_match_cost(pred_logits: torch.Tensor, pred_points: torch.Tensor, label
 @torch.no_grad()
 def batch_match_cost(pred_logits: torch.Tensor, pred_masks: torch.Tensor, labels: torch.Tensor,
                      masks: torch.Tensor, coords: torch.Tensor, sizes: Sequence[int],
-                     cost_class: float = 2.0, cost_mask: float = 5.0, cost_dice: float = 5.0
-                     ) -> torch.Tensor:
+                     cost_class: float = W_CLASS, cost_mask: float = W_MASK,
+                     cost_dice: float = W_DICE) -> torch.Tensor:
     """The matching costs of N images at once, [N, m, n_max]: :func:`match_cost` per image.
 
     pred_logits [N, m, K+1], pred_masks [N, m, h, w] (logits), labels [N, n_max] and masks
@@ -192,8 +199,8 @@ def batch_match_cost(pred_logits: torch.Tensor, pred_masks: torch.Tensor, labels
 
 @torch.no_grad()
 def match_cost(pred_logits: torch.Tensor, pred_masks: torch.Tensor, labels: torch.Tensor,
-               masks: torch.Tensor, coords: torch.Tensor, cost_class: float = 2.0,
-               cost_mask: float = 5.0, cost_dice: float = 5.0) -> torch.Tensor:
+               masks: torch.Tensor, coords: torch.Tensor, cost_class: float = W_CLASS,
+               cost_mask: float = W_MASK, cost_dice: float = W_DICE) -> torch.Tensor:
     """The matching cost of one image, [m, n].
 
     pred_logits [m, K+1], pred_masks [m, h, w] (logits), labels [n], masks [n, H, W],
@@ -279,10 +286,14 @@ class Mask2FormerLoss(nn.Module):
     ``d{i}.loss_cls`` etc. for the auxiliary predictions (i = 0 is the initial queries).
     """
 
-    def __init__(self, num_classes: int = 19, class_weight: float = 2.0, mask_weight: float = 5.0,
-                 dice_weight: float = 5.0, no_object_weight: float = 0.1,
-                 num_points: int = 12544, oversample_ratio: float = 3.0,
-                 importance_ratio: float = 0.75, ignore_index: int = 255,
+    def __init__(self, num_classes: int = HeadConfig.num_classes,
+                 class_weight: float = LossConfig.class_weight,
+                 mask_weight: float = LossConfig.mask_weight,
+                 dice_weight: float = LossConfig.dice_weight,
+                 no_object_weight: float = LossConfig.no_object_weight,
+                 num_points: int = LossConfig.num_points,
+                 oversample_ratio: float = LossConfig.oversample_ratio,
+                 importance_ratio: float = LossConfig.importance_ratio, ignore_index: int = 255,
                  deep_supervision: bool = True):
         super().__init__()
         self.num_classes = num_classes
@@ -294,6 +305,11 @@ class Mask2FormerLoss(nn.Module):
         w = torch.ones(num_classes + 1)
         w[-1] = no_object_weight
         self.register_buffer("empty_weight", w, persistent=False)
+
+    @classmethod
+    def from_config(cls, cfg: LossConfig, num_classes: int) -> "Mask2FormerLoss":
+        """The loss of ``cfg`` (``cfg.loss``) for a head of ``num_classes`` classes."""
+        return cls(num_classes=num_classes, **dataclasses.asdict(cfg))
 
     # -- random points, in the order of the per-image, per-layer definition -----------------
     def _draw_points(self, sizes: list[int], num_layers: int, device) -> list[dict]:

@@ -18,12 +18,15 @@ names are the release's, so a released Rein checkpoint loads with ``strict=True`
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 from typing import Optional
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+from reinlite.config import ReinConfig
 
 __all__ = [
     "token_similarity",
@@ -166,6 +169,9 @@ class Rein(nn.Module):
             "tokens only" ablation Delta f = S[:, 1:] T[1:] + f. Not the release's Rein; used
             by the pieces ablation (data_scripts/sweep.py).
 
+    The keyword defaults are :class:`reinlite.config.ReinConfig`'s (their one home);
+    ``Rein.from_config(num_layers, embed_dim, cfg)`` builds one from a config.
+
     Trainable parameters for DINOv2-L (L=24, c=1024, m=100, Q=256): 2,990,081 with r=16 and
     5,016,065 with full-rank tokens.
     """
@@ -174,15 +180,15 @@ class Rein(nn.Module):
         self,
         num_layers: int,
         embed_dim: int,
-        num_tokens: int = 100,
-        rank: Optional[int] = None,
-        query_dim: int = 256,
-        patch_size: int = 16,
-        scale_init: float = 1e-3,
-        use_softmax: bool = True,
-        link_to_queries: bool = True,
-        zero_init_delta: bool = False,
-        shared_mlps: bool = True,
+        num_tokens: int = ReinConfig.num_tokens,
+        rank: Optional[int] = ReinConfig.rank,
+        query_dim: int = ReinConfig.query_dim,
+        patch_size: int = ReinConfig.patch_size,
+        scale_init: float = ReinConfig.scale_init,
+        use_softmax: bool = ReinConfig.use_softmax,
+        link_to_queries: bool = ReinConfig.link_to_queries,
+        zero_init_delta: bool = ReinConfig.zero_init_delta,
+        shared_mlps: bool = ReinConfig.shared_mlps,
     ) -> None:
         super().__init__()
         if num_tokens < 2:
@@ -230,6 +236,13 @@ class Rein(nn.Module):
         if link_to_queries:
             self.transform = nn.Linear(embed_dim, query_dim)
             self.merge = nn.Linear(3 * query_dim, query_dim)
+
+    @classmethod
+    def from_config(cls, num_layers: int, embed_dim: int, cfg: ReinConfig,
+                    patch_size: int = ReinConfig.patch_size) -> "Rein":
+        """A Rein for a backbone of ``num_layers`` blocks of width ``embed_dim`` (patch size
+        ``patch_size``, for the init bound) with the options of ``cfg`` (``model.rein``)."""
+        return cls(num_layers, embed_dim, patch_size=patch_size, **dataclasses.asdict(cfg))
 
     def tokens(self, layer: Optional[int] = None) -> Tensor:
         """T for one layer [m, c], or for all layers [L, m, c] when layer is None."""

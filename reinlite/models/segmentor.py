@@ -21,7 +21,8 @@ import torch.nn as nn
 
 from reinlite.engine.checkpoint import load_trainable, read_run_checkpoint, trainable_state_dict
 from reinlite.weights import CheckpointError
-from reinlite.config import Config, ConfigError, LossConfig, ModelConfig, load_config, num_queries
+from reinlite.config import (Config, ConfigError, LossConfig, ModelConfig, load_config, method_options,
+                             num_queries)
 from reinlite.models.head import Mask2FormerHead, semantic_inference
 from reinlite.models.losses import Mask2FormerLoss
 
@@ -58,37 +59,30 @@ def _pretrained(value):
 
 
 def build_model(m: ModelConfig) -> Segmentor:
-    """Backbone + head from the model part of a config (``cfg.model``)."""
-    from dataclasses import asdict
-
+    """Backbone + head from the model part of a config (``cfg.model``): the method's backbone
+    from the registry (reinlite.models.baselines.METHODS) with its typed options, and the head
+    from ``m.head`` with as many queries as :func:`reinlite.config.num_queries` says."""
     from reinlite.models.baselines import build_peft_backbone
 
     img_size = tuple(m.img_size) if isinstance(m.img_size, (list, tuple)) else m.img_size
-    common = dict(pretrained=_pretrained(m.pretrained), img_size=img_size, patch_size=m.patch_size,
-                  out_indices=m.out_indices, model_kwargs=dict(m.backbone_kwargs))
-    if m.method == "rein":
-        if m.rein is None:
-            raise ConfigError("model.method is 'rein' but model.rein is null")
-        bb = build_peft_backbone("rein", m.backbone, **common, **asdict(m.rein))
-    else:
-        bb = build_peft_backbone(m.method, m.backbone, **common, **m.method_kwargs)
+    bb = build_peft_backbone(m.method, m.backbone, pretrained=_pretrained(m.pretrained), img_size=img_size,
+                             patch_size=m.patch_size, out_indices=m.out_indices,
+                             model_kwargs=dict(m.backbone_kwargs), **method_options(m))
     rein = getattr(bb, "rein", None)
     with_queries = rein is not None and rein.link_to_queries
-    head_kw = asdict(m.head)
-    head_kw["num_queries"] = rein.num_tokens if with_queries else num_queries(m)
     if with_queries and m.head.num_queries not in (None, rein.num_tokens):
         raise ConfigError(f"model.head.num_queries={m.head.num_queries} conflicts with "
                           f"model.rein.num_tokens={rein.num_tokens} (Rein's tokens are the queries)")
-    head = Mask2FormerHead(bb.embed_dim, query_source="rein" if with_queries else "learned",
-                           query_dim=rein.query_dim if with_queries else m.head.hidden_dim, **head_kw)
+    head = Mask2FormerHead.from_config(
+        m.head, bb.embed_dim, num_queries=rein.num_tokens if with_queries else num_queries(m),
+        query_source="rein" if with_queries else "learned",
+        query_dim=rein.query_dim if with_queries else m.head.hidden_dim)
     return Segmentor(bb, head)
 
 
 def build_criterion(loss: LossConfig, num_classes: int) -> Mask2FormerLoss:
     """The Mask2Former loss from ``cfg.loss`` (and the head's class count)."""
-    from dataclasses import asdict
-
-    return Mask2FormerLoss(num_classes=num_classes, **asdict(loss))
+    return Mask2FormerLoss.from_config(loss, num_classes)
 
 
 def load_model(checkpoint: str | os.PathLike, cfg: Optional[Config] = None,
