@@ -67,6 +67,8 @@ def plot_curves(records, path: Optional[Path] = None):
                 ax.plot(x, [r["mean"] for r in rows], lw=1.5, ms=3, label=f"Rein − {b} (targets)", **DIFF_STYLE[b])
                 for r in rows:   # every seed's paired difference as a dot
                     ax.scatter([r["step"]] * len(r["diffs"]), r["diffs"], s=8, color=DIFF_STYLE[b]["color"], alpha=0.5)
+        if not any(r["backbone"] == bb for r in diffs):
+            ax.text(0.5, 0.75, "no paired runs yet", transform=ax.transAxes, ha="center", fontsize=8, color="0.4")
         ax.set_ylim(-lim, lim)
         ax.grid(alpha=0.3)
         ax.set_xlabel("training step")
