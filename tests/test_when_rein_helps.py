@@ -43,7 +43,8 @@ def make_results(root, gains, full_gap=-1.0, full_source=5.0, ratio=0.03, runs=N
                     lines = [dict(step=s, loss=1.0, rein_scale=-0.001 * s / 50, rein_delta_ratio=ratio * s / steps[-1],
                                   rein_delta_ratio_layers=[ratio * s / steps[-1]] * 6, query_cosine=0.9 - s / 5000)
                              for s in range(50, steps[-1] + 1, 50)]
-                    (root / "logs" / f"rein_s{seed}_{bb}.jsonl").write_text("\n".join(json.dumps(x) for x in lines) + "\n")
+                    text = "\n".join(json.dumps(x) for x in lines) + "\n"
+                    (root / "logs" / f"rein_s{seed}_{bb}.jsonl").write_text(text)
     (root / "results.json").write_text(json.dumps({"runs": recs, "config": {"optim": {"iters": steps[-1]}}}))
     return root
 
@@ -58,7 +59,8 @@ GAINS_H2 = {"course_vit": growing(0.5), "course_vit_mae": growing(2.0), "random"
 def test_paired_differences_are_per_seed_and_step(tmp_path):
     data = wrh.load(make_results(tmp_path, GAINS_H2))
     rows = wrh.paired_differences(data["records"])
-    r = next(x for x in rows if (x["backbone"], x["a"], x["b"], x["step"]) == ("course_vit_mae", "rein", "frozen", 2000))
+    key = ("course_vit_mae", "rein", "frozen", 2000)
+    r = next(x for x in rows if (x["backbone"], x["a"], x["b"], x["step"]) == key)
     assert r["seeds"] == [0, 1] and r["diffs"] == pytest.approx([2.0, 2.0]) and r["mean"] == pytest.approx(2.0)
     full = next(x for x in rows if (x["backbone"], x["b"], x["step"]) == ("course_vit", "full", 250))
     assert full["diffs"] == pytest.approx([1.0, 1.0, 1.0])          # Rein - full = -full_gap
@@ -90,7 +92,8 @@ def test_partial_results_say_their_n_and_decide_nothing(tmp_path):
     root = make_results(tmp_path, GAINS_H2, runs=runs, steps=(250, 500))
     data = wrh.load(root)
     assert len(data["records"]) == 2 and list(data["logs"]) == ["rein_s0_course_vit"]
-    assert "| course_vit | 1 of 3 (seeds 0) | 1 of 3 (seeds 0) | 0 of 3 (seeds –) |" in wrh.cells_table(data["records"])
+    row = "| course_vit | 1 of 3 (seeds 0) | 1 of 3 (seeds 0) | 0 of 3 (seeds –) |"
+    assert row in wrh.cells_table(data["records"])
     assert "n=1" in wrh.paired_table(data["records"])
     assert {v["verdict"] for v in wrh.verdicts(data)} == {"not decided"}
 

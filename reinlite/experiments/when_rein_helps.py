@@ -193,7 +193,8 @@ def cells_table(records) -> str:
 
 def final_table(records) -> str:
     """Targets' mean and source mIoU at each backbone's last evaluated step: mean ± sd (n)."""
-    lines = ["| backbone | method | step | n | source (gta) | targets' mean | per target |", "|---|---|---:|---:|---:|---:|---|"]
+    lines = ["| backbone | method | step | n | source (gta) | targets' mean | per target |",
+             "|---|---|---:|---:|---:|---:|---|"]
     for bb in backbones_of(records):
         for m in METHODS:
             recs = [r for (n, s), r in sorted(_by(records, bb).items()) if n == m]
@@ -220,7 +221,8 @@ def paired_table(records, quantity: str = "targets") -> str:
             cells = []
             for s in steps:
                 r = _diff(rows, bb, a, b, s)
-                cells.append("" if r is None else f"**{r['mean']:+.1f}** ({', '.join(f'{d:+.1f}' for d in r['diffs'])}; n={len(r['diffs'])})")
+                per_seed = ", ".join(f"{d:+.1f}" for d in r["diffs"]) if r else ""
+                cells.append("" if r is None else f"**{r['mean']:+.1f}** ({per_seed}; n={len(r['diffs'])})")
             if any(cells):
                 lines.append(f"| {bb} | {METHOD_LABELS[a]} − {b} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
@@ -228,18 +230,19 @@ def paired_table(records, quantity: str = "targets") -> str:
 
 def reference_table() -> str:
     """The paper's Table 2 gains and the independent reproduction's, for the same differences."""
-    lines = ["| source | backbone | frozen | full | Rein | Rein − frozen | Rein − full |", "|---|---|---:|---:|---:|---:|---:|"]
+    lines = ["| source | backbone | frozen | full | Rein | Rein − frozen | Rein − full |",
+             "|---|---|---:|---:|---:|---:|---:|"]
     for g in paper_gains():
         if g["rein"] is None:
-            lines.append(f"| paper, Table 2 | {g['backbone']} | {_fmt(g['frozen'])} | not transcribed | not transcribed | "
-                         f"– | – |")
+            lines.append(f"| paper, Table 2 | {g['backbone']} | {_fmt(g['frozen'])} | not transcribed | "
+                         "not transcribed | – | – |")
             continue
-        lines.append(f"| paper, Table 2 | {g['backbone']} | {_fmt(g['frozen'])} | {_fmt(g['full'])} | {_fmt(g['rein'])} | "
-                     f"{_fmt(g['rein-frozen'], True)} | {_fmt(g['rein-full'], True)} |")
+        lines.append(f"| paper, Table 2 | {g['backbone']} | {_fmt(g['frozen'])} | {_fmt(g['full'])} | "
+                     f"{_fmt(g['rein'])} | {_fmt(g['rein-frozen'], True)} | {_fmt(g['rein-full'], True)} |")
     r = REPRODUCTION_48
     lo, hi = r["frozen"]
-    lines.append(f"| [release issue #48]({r['url']}) | DINOv2-L | {lo:.1f}-{hi:.2f} | {r['full']:.1f} | ~{r['rein']:.1f} | "
-                 f"{r['rein'] - hi:+.1f} to {r['rein'] - lo:+.1f} | {r['rein'] - r['full']:+.1f} |")
+    lines.append(f"| [release issue #48]({r['url']}) | DINOv2-L | {lo:.1f}-{hi:.2f} | {r['full']:.1f} | "
+                 f"~{r['rein']:.1f} | {r['rein'] - hi:+.1f} to {r['rein'] - lo:+.1f} | {r['rein'] - r['full']:+.1f} |")
     return "\n".join(lines)
 
 
@@ -258,14 +261,15 @@ def verdicts(data: dict, step: int = FINAL_STEP) -> list[dict]:
     for rec in records:
         if rec["name"] != "rein" or rec["backbone"] not in PRETRAINED:
             continue
-        pts = [(e["step"], e["rein_delta_ratio"]) for e in logs.get(log_name(rec), []) if e.get("rein_delta_ratio") is not None]
-        pts = pts or [(p["step"], p.get("rein_delta_ratio")) for p in curve(rec) if p.get("rein_delta_ratio") is not None]
+        entries = logs.get(log_name(rec)) or curve(rec)   # the log, else the evaluated points
+        pts = [(e["step"], e["rein_delta_ratio"]) for e in entries if e.get("rein_delta_ratio") is not None]
         if pts:
             peaks[log_name(rec)] = max(v for _, v in pts)
             finals[log_name(rec)] = pts[-1][1]
             reach &= pts[-1][0] >= step - 50
-    nums = "; ".join(f"{k}: max {peaks[k]:.3f}, last {finals[k]:.3f}" for k in peaks) or "no Rein run on a pretrained backbone"
-    behind = [r["mean"] <= 0 for bb in PRETRAINED if (r := _diff(rows, bb, "rein", "frozen", step))]
+    nums = ("; ".join(f"{k}: max {peaks[k]:.3f}, last {finals[k]:.3f}" for k in peaks)
+            or "no Rein run on a pretrained backbone")
+    behind = [r["mean"] <= r["sd"] for bb in PRETRAINED if (r := _diff(rows, bb, "rein", "frozen", step))]
     if peaks and max(peaks.values()) > H1_REFUTED_ABOVE and behind and all(behind):
         v = "refuted"
     elif not peaks or not reach:
@@ -276,12 +280,15 @@ def verdicts(data: dict, step: int = FINAL_STEP) -> list[dict]:
     else:
         v = "not decided"
     out.append(dict(hypothesis="H1", verdict=v, numbers=nums,
-                    rule=f"supported: max ratio < {H1_SUPPORTED_BELOW} through {step:,} steps on the pretrained backbones; "
-                         f"refuted: > {H1_REFUTED_ABOVE} while Rein - frozen <= 0 at {step:,} on them"))
+                    rule=f"supported: max ratio < {H1_SUPPORTED_BELOW} through {step:,} steps on the pretrained "
+                         "backbones; "
+                         f"refuted: > {H1_REFUTED_ABOVE} while Rein - frozen <= its sd over seeds (Rein does not beat frozen) "
+                         f"at {step:,} on them"))
 
     # H2: Rein - frozen at `step`, ordered random > course_vit_mae > course_vit
     g = {bb: _diff(rows, bb, "rein", "frozen", step) for bb in BACKBONES}
-    nums = "; ".join(f"{bb}: {r['mean']:+.2f} ± {r['sd']:.2f} (n={len(r['diffs'])})" if r else f"{bb}: –" for bb, r in g.items())
+    nums = "; ".join(f"{bb}: {r['mean']:+.2f} ± {r['sd']:.2f} (n={len(r['diffs'])})" if r else f"{bb}: –"
+                     for bb, r in g.items())
     cv, mae, rnd = g["course_vit"], g["course_vit_mae"], g["random"]
     if cv and mae and min(len(cv["diffs"]), len(mae["diffs"])) >= 2:
         spread = max(cv["sd"], mae["sd"])
@@ -333,7 +340,8 @@ def verdicts(data: dict, step: int = FINAL_STEP) -> list[dict]:
         verdict4[bb] = ("supported" if best_source and rein_ahead else "refuted" if not rein_ahead else "not decided")
         parts.append(f"{bb}: source full {src['full']:.1f} / Rein {src['rein']:.1f} / frozen {src['frozen']:.1f}; "
                      f"Rein - full on the targets {d['mean']:+.2f} ± {d['sd']:.2f} (n={len(d['diffs'])})")
-    v = (next(iter(set(verdict4.values()))) if len(verdict4) == 2 and len(set(verdict4.values())) == 1 else "not decided")
+    agreed = set(verdict4.values())
+    v = agreed.pop() if len(verdict4) == 2 and len(agreed) == 1 else "not decided"
     out.append(dict(hypothesis="H4", verdict=v, numbers="; ".join(parts),
                     rule="supported: full has the highest source mIoU and Rein - full > its sd over seeds, on both "
                          "pretrained backbones; refuted: Rein - full <= its sd (full matches or beats Rein) on both"))
@@ -341,7 +349,8 @@ def verdicts(data: dict, step: int = FINAL_STEP) -> list[dict]:
 
 
 def verdicts_markdown(data: dict) -> str:
-    lines = ["| hypothesis | criterion, evaluated mechanically | numbers used | rule as read here |", "|---|---|---|---|"]
+    lines = ["| hypothesis | criterion, evaluated mechanically | numbers used | rule as read here |",
+             "|---|---|---|---|"]
     for v in verdicts(data):
         lines.append(f"| {v['hypothesis']} | **{v['verdict']}** | {v['numbers']} | {v['rule']} |")
     return "\n".join(lines)
@@ -392,7 +401,8 @@ def write_report(results_dir, out=None) -> dict:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m reinlite.experiments.when_rein_helps", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog="python -m reinlite.experiments.when_rein_helps",
+                                description=__doc__.splitlines()[0])
     p.add_argument("--results", default="docs/when_rein_helps", help="folder with results.json and logs/")
     p.add_argument("--out", default=None, help="where report.md and the figures go (default: --results)")
     args = p.parse_args(argv)

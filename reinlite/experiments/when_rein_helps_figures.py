@@ -42,7 +42,8 @@ def plot_curves(records, path: Optional[Path] = None):
                              sharex=True, gridspec_kw=dict(height_ratios=[1, 1, 0.8]))
     tops = {}
     for q in ("targets", "source"):
-        vals = [v for bb in bbs for m in METHODS for d in series(records, bb, m, q).values() for v in d.values() if v is not None]
+        vals = [v for bb in bbs for m in METHODS for d in series(records, bb, m, q).values()
+                for v in d.values() if v is not None]
         tops[q] = 5 * np.ceil(max(vals + [5]) * 1.08 / 5)
     diffs = paired_differences(records, "targets")
     lim = max([3.0] + [abs(v) * 1.15 for r in diffs for v in r["diffs"]])
@@ -132,7 +133,8 @@ def plot_diagnostics(data: dict, path: Optional[Path] = None):
             arr = np.mean([[v[s.index(t)] for t in common] for s, v in layers], axis=0)   # [steps, blocks]
             cmap = plt.get_cmap("viridis")
             for b in range(arr.shape[1]):
-                axes[2, j].plot(common, arr[:, b], color=cmap(b / max(arr.shape[1] - 1, 1)), lw=1.2, label=f"block {b + 1}")
+                axes[2, j].plot(common, arr[:, b], color=cmap(b / max(arr.shape[1] - 1, 1)), lw=1.2,
+                                label=f"block {b + 1}")
         axes[0, j].axhline(0, color="k", lw=0.8)
         for t, lab in ((H1_SUPPORTED_BELOW, "H1 supported below"), (H1_REFUTED_ABOVE, "H1 refuted above")):
             axes[1, j].axhline(t, color="k", lw=0.8, ls=":")
@@ -148,8 +150,8 @@ def plot_diagnostics(data: dict, path: Optional[Path] = None):
     for j in range(len(bbs)):
         axes[1, j].set_ylim(0, top)
         axes[2, j].set_ylim(0, top)
-    for i, lab in enumerate(("Rein's scale s", "mean ‖sΔf‖/‖f‖ over blocks", "‖sΔf‖/‖f‖ per block\n(mean over seeds)",
-                             "queries' mean pairwise cosine")):
+    for i, lab in enumerate(("Rein's scale s", "mean ‖sΔf‖/‖f‖ over blocks",
+                             "‖sΔf‖/‖f‖ per block\n(mean over seeds)", "queries' mean pairwise cosine")):
         axes[i, 0].set_ylabel(lab, fontsize=9)
     handles = {}
     for ax in axes.flat:
