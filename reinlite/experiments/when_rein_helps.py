@@ -376,7 +376,8 @@ def report_markdown(data: dict, figures: Sequence[str] = ("curves.png", "diagnos
         "## Paired differences on the held-out source (gta)", paired_table(records, "source"),
         "## The same differences at full scale (the paper and an independent reproduction)",
         "Average of Cityscapes / BDD100K / Mapillary mIoU, DINOv2-L and other VFMs, 40k iterations "
-        "(`reinlite.course.paper`; MAE-L's full and Rein rows are not transcribed there).",
+        "(`reinlite.course.paper`; MAE-L's full and Rein rows are not transcribed there). The course's "
+        "targets' mean also includes acdc, so the numbers compare as differences, not as levels.",
         reference_table(),
         "## The pre-registered criteria, evaluated mechanically",
         "Not the conclusion: the plan's rule applied to whatever data exist. The lead writes the "
