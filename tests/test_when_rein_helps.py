@@ -122,3 +122,10 @@ def test_bad_input_names_the_file(tmp_path):
     (tmp_path / "results.json").write_text(json.dumps({"runs": [{"name": "rein", "seed": 0}]}))
     with pytest.raises(wrh.ReportError, match="results.json: run 'rein' lacks backbone"):
         wrh.load(tmp_path)
+
+
+def test_a_report_without_any_rein_run_still_draws(tmp_path):
+    root = make_results(tmp_path / "res", GAINS_H2, runs={("frozen", 0, "course_vit_mae")}, steps=(250,))
+    written = wrh.write_report(root, tmp_path / "out")
+    assert written["diagnostics.png"].stat().st_size > 0
+    assert "| course_vit_mae | 0 of 2 (seeds –) | 1 of 2 (seeds 0) |" in written["report.md"].read_text()

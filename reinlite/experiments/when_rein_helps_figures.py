@@ -157,8 +157,11 @@ def plot_diagnostics(data: dict, path: Optional[Path] = None):
     for ax in axes.flat:
         for h, lab in zip(*ax.get_legend_handles_labels()):
             handles.setdefault(lab, h)
-    fig.legend(list(handles.values()), list(handles), loc="lower center", ncol=min(len(handles), 9), fontsize=8,
-               frameon=False)
+    if handles:
+        fig.legend(list(handles.values()), list(handles), loc="lower center", ncol=min(len(handles), 9),
+                   fontsize=8, frameon=False)
+    else:
+        axes[0, 0].text(0.5, 0.5, "no Rein run yet", transform=axes[0, 0].transAxes, ha="center", color="0.4")
     fig.suptitle("Rein's diagnostics on the training batch, every 50 steps\n(line style: seed; colour in row 3: block)",
                  fontsize=10)
     fig.tight_layout(rect=(0, 0.03, 1, 0.96))
