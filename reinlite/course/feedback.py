@@ -11,7 +11,7 @@ equations, never code. A failing check never prints a solution. Code-level guida
     try_check(lambda: check_function(my_token_similarity, token_similarity, examples,
                                      hint="token_similarity"))
     # not yet: my_token_similarity: not implemented yet
-    #   hint: Eq. 3: each patch compares itself with every token ...
+    #   hint: Eq. 5: each patch compares itself with every token ...
     #   (still stuck? run hint("token_similarity", 2) for code-level guidance)
 
     hint("token_similarity", 2)      # a cell of its own: prints the tier-2 guidance
@@ -22,7 +22,9 @@ Notebooks may add keys of their own with :func:`register_hint`. :func:`try_check
 check and prints its verdict instead of raising, so an unfinished exercise prints "not yet"
 and a notebook still runs top to bottom.
 
-The hints name the equations of the paper (Wei et al., CVPR 2024, arXiv 2312.04265).
+The hints name the equations of the paper (Wei et al., CVPR 2024) with the numbers of
+arXiv 2312.04265v1: (5) S = softmax(f T^T / sqrt(c)), (6) the first column dropped, (7) Delta f,
+(8)-(10) the instance queries, (11) shared weights, (12) low-rank tokens T = A B.
 """
 from __future__ import annotations
 
@@ -71,7 +73,7 @@ HINTS: dict[str, Hint] = {
         "return (s[:q] ** 2) / (s ** 2).sum()  (one ratio per component, shape [q])."),
     # 02-06: the Rein layer
     "token_similarity": Hint(
-        "Eq. 3: each patch compares itself with every token (a dot product over the c channels, "
+        "Eq. 5: each patch compares itself with every token (a dot product over the c channels, "
         "scaled by 1/sqrt(c)), and the softmax turns one patch's m scores into a distribution: it "
         "runs over the m tokens, not over the patches.",
         "scores = features @ tokens.T (shape [B, n, m]), divide by math.sqrt(c) with c = "
@@ -94,7 +96,7 @@ HINTS: dict[str, Hint] = {
         "Sum the kept columns over the token axis (S[..., 1:].sum(-1)), or equivalently "
         "1 - S[..., 0]; the result has S's shape without the last axis."),
     "feature_delta": Hint(
-        "Eqs. 4-5: the tokens (except token 0) are mapped to feature space by the shared W_T, "
+        "Eqs. 6-7: the tokens (except token 0) are mapped to feature space by the shared W_T, "
         "each patch takes its similarity-weighted mix of them, the patch's own feature f is added "
         "back, and that sum goes through the shared W_f: the residual f is inside W_f.",
         "S = softmax(features @ tokens.T / sqrt(c), -1); mixed = S[..., 1:] @ "
@@ -109,7 +111,7 @@ HINTS: dict[str, Hint] = {
         "them (W_T and W_f) across all layers, so the depth L does not enter.",
         "2 * (c * c + c) with c = 1024."),
     "low_rank_tokens": Hint(
-        "Eq. 8: instead of storing the m x c token matrix, store two thin factors whose product "
+        "Eq. 12: instead of storing the m x c token matrix, store two thin factors whose product "
         "is m x c: an m x r matrix and an r x c matrix, with a small rank r.",
         "tokens = A @ B with A [m, r] and B [r, c]; the product has shape [m, c]."),
     "break_even_rank": Hint(
@@ -124,13 +126,13 @@ HINTS: dict[str, Hint] = {
         "holds a weight matrix and a bias.",
         "tokens + 1 + 2 * (c * c + c) + (c * Q + Q) + (3 * Q * Q + Q)."),
     "pool_layers": Hint(
-        "Eq. 6-7: the queries summarise the L layers' transformed tokens by three statistics over "
+        "Eqs. 9-10: the queries summarise the L layers' transformed tokens by three statistics over "
         "the layer axis (max, mean, and the last layer's value), interleaved per channel: "
         "[max_0, mean_0, last_0, max_1, mean_1, last_1, ...].",
         "X [L, m, Q] -> torch.stack([X.max(0).values, X.mean(0), X[-1]], dim=-1) is [m, Q, 3]; "
         "reshape to [m, 3Q] so the three values of a channel sit next to each other."),
     "instance_queries": Hint(
-        "Eq. 6-7: transform every layer's tokens to Q channels, pool over the layers, then merge "
+        "Eqs. 8-10: transform every layer's tokens to Q channels, pool over the layers, then merge "
         "3Q -> Q. All m tokens are used (token 0 included), and nothing depends on the image.",
         "merge(pool_layers(transform(stack of the L layers' tokens, [L, m, c])))."),
     # 07-10: decoder, training, baselines, real data
