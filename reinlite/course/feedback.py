@@ -35,7 +35,8 @@ import torch
 from torch import Tensor
 
 __all__ = ["CheckFailed", "Hint", "HINTS", "hint", "register_hint", "hint_text", "try_check",
-           "check_shape", "check_close", "check_equal", "check_function", "check_cases"]
+           "check_shape", "check_close", "check_equal", "check_function", "check_cases",
+           "check_experiment", "EXPERIMENT_TOLERANCE", "NO_CLEAR_DIFFERENCE"]
 
 
 class Hint(NamedTuple):
@@ -348,4 +349,84 @@ def check_cases(student: Callable, cases: Sequence[tuple[tuple, Any]], name: Opt
         got = _call(student, args, name, hint)
         label = f"{name} (case {number + 1})" if len(cases) > 1 else name
         check_close(got, torch.as_tensor(expected, dtype=torch.float64), name=label, hint=hint, **tolerances)
+    return True
+
+
+# ---------------------------------------------------------------- experiment exercises
+#: how close two runs' values may be and still count as "no clear difference"
+EXPERIMENT_TOLERANCE = {"final_loss": 0.05, "target_miou": 1.0, "source_miou": 1.0,
+                        "delta_ratio": 0.1, "scale": 0.1}
+NO_CLEAR_DIFFERENCE = "no clear difference"
+
+
+def check_experiment(runs: Any, largest: Any, variants: Optional[dict] = None,
+                     min_steps: int = 20) -> bool:
+    """An experiment exercise: were the runs made, and does the conclusion agree with them?
+
+    Args:
+        runs: ``{label: record}``, each record returned by
+            :func:`reinlite.course.experiments.quick_run` (its signature is recomputed, so a
+            record typed by hand or edited afterwards does not pass).
+        largest: the student's conclusion, ``{metric: label}``: for each metric (a key of
+            :data:`reinlite.course.experiments.METRICS`: final_loss, target_miou, source_miou,
+            delta_ratio, scale) the label of the run with the largest value, or
+            ``"no clear difference"``. When the two largest values are within
+            :data:`EXPERIMENT_TOLERANCE` (absolute for mIoU in points and for the scale,
+            relative for the loss and the delta ratio), both that label and "no clear
+            difference" are accepted.
+        variants: ``{label: {Rein option: value}}`` (``"sink": False`` included) that each run
+            must have been made with.
+        min_steps: the least number of training steps a run must have.
+    """
+    from reinlite.course.experiments import METRICS, metric, run_signature
+
+    if not isinstance(runs, dict) or len(runs) < 2:
+        raise CheckFailed(f"runs: expected a dict of at least two quick_run records, got {type(runs).__name__}"
+                          + ("" if not isinstance(runs, dict) else f" with {len(runs)} entr{'y' if len(runs) == 1 else 'ies'}"))
+    for label, record in runs.items():
+        if record is None or record is ...:
+            raise CheckFailed(f"runs[{label!r}]: no run yet; run quick_run(...) for it")
+        if not isinstance(record, dict) or "signature" not in record:
+            raise CheckFailed(f"runs[{label!r}]: expected the dict returned by quick_run, got {type(record).__name__}")
+        if run_signature(record) != record["signature"]:
+            raise CheckFailed(f"runs[{label!r}]: its numbers do not match its signature: use quick_run's record "
+                              "as it is returned, without editing it")
+        if int(record.get("steps", 0)) < min_steps:
+            raise CheckFailed(f"runs[{label!r}]: {record.get('steps')} training steps; train at least {min_steps} "
+                              "so the difference is more than the first steps' noise")
+        for option, value in (variants or {}).get(label, {}).items():
+            made = (record.get("sink", True) if option == "sink"
+                    else record.get("rein", {}).get(option, record.get("options", {}).get(option, "(default)")))
+            if made != value:
+                raise CheckFailed(f"runs[{label!r}]: expected a run with {option}={value!r}, this one has {made!r}")
+    if variants:
+        missing = sorted(set(variants) - set(runs))
+        if missing:
+            raise CheckFailed(f"runs: no run for {missing}; the exercise asks for {sorted(variants)}")
+    seeds = {int(r.get("seed", 0)) for r in runs.values()}
+    if len(seeds) > 1:
+        raise CheckFailed(f"runs: made with different seeds {sorted(seeds)}; change only the Rein choice")
+    if not isinstance(largest, dict) or not largest:
+        raise CheckFailed("largest: expected your conclusion as a dict {metric: label of the run with the largest value}")
+    for name, claim in largest.items():
+        if name not in METRICS:
+            raise CheckFailed(f"largest: unknown metric {name!r}; choose from {', '.join(METRICS)}")
+        if claim is None or claim is ...:
+            raise CheckFailed(f"largest[{name!r}]: no answer yet; name a run ({', '.join(map(repr, runs))}) "
+                              f"or {NO_CLEAR_DIFFERENCE!r}")
+        if claim != NO_CLEAR_DIFFERENCE and claim not in runs:
+            raise CheckFailed(f"largest[{name!r}] = {claim!r}: not one of your runs ({', '.join(map(repr, runs))}) "
+                              f"nor {NO_CLEAR_DIFFERENCE!r}")
+        values = {label: metric(record, name) for label, record in runs.items()}
+        order = sorted(values, key=lambda k: values[k], reverse=True)
+        top, second = values[order[0]], values[order[1]]
+        tol = EXPERIMENT_TOLERANCE[name]
+        if name in ("final_loss", "delta_ratio"):
+            tol = tol * max(abs(top), 1e-12)
+        accepted = {order[0]} | ({NO_CLEAR_DIFFERENCE} | {k for k in order if top - values[k] <= tol}
+                                 if top - second <= tol else set())
+        if claim not in accepted:
+            shown = ", ".join(f"{k}: {values[k]:.4g}" for k in order)
+            raise CheckFailed(f"largest[{name!r}] = {claim!r} does not agree with your runs ({METRICS[name]}: "
+                              f"{shown}); look at the numbers again")
     return True
