@@ -103,6 +103,7 @@ def test_course_notebook_is_committed_clean(name):
     nb = nbformat.read(path, as_version=4)
     assert run_notebooks.problems(nb) == [], "stored errors or stderr"
     assert run_notebooks.volatile(nb) == [], "volatile metadata: run tools/run_notebooks.py"
+    assert run_notebooks.fast_mode_outputs(nb) == [], "outputs of a fast-mode run: execute in full mode"
     code = [c for c in nb.cells if c.cell_type == "code"]
     assert all(c.execution_count is not None for c in code), "committed unexecuted cells"
     checked = [c for c in code if "# NBVAL_CHECK_OUTPUT" in c.source]
@@ -184,3 +185,39 @@ def test_a_timed_out_notebook_is_run_again(monkeypatch, tmp_path, capsys):
     calls.clear()
     assert run_notebooks.main([str(tmp_path / "a.ipynb"), "--retries", "0"]) == 1
     assert len(calls) == 1
+
+
+# ---------------------------------------------------------------- fast-mode outputs are refused
+def _notebook_printing(*texts):
+    cells = [new_code_cell(f"print({i})", execution_count=i + 1,
+                           outputs=[new_output("stream", name="stdout", text=text)])
+             for i, text in enumerate(texts)]
+    return new_notebook(cells=[new_markdown_cell("# t")] + cells)
+
+
+@pytest.mark.parametrize("text", [
+    "benchmark: data/benchmark_fast (present: 32 source, 8 per target, seed 0)\n",
+    "fast mode    True\n",
+    "fast mode (REINLITE_FAST): True\n",
+    "rein     backbone trainable   169,601  steps 6  gta 0.1\n",
+    "trained 40 steps on 32 source images; last loss 1.2\n",
+    "steps trained: 4 | trainable parameters: 309,093\n",
+])
+def test_check_fails_on_a_fast_mode_output(tmp_path, text, capsys):
+    nb = _notebook_printing("fine\n", text)
+    assert run_notebooks.fast_mode_outputs(nb) and "cell 2" in run_notebooks.fast_mode_outputs(nb)[0]
+    path = tmp_path / "fast.ipynb"
+    nbformat.write(nb, path)
+    assert run_notebooks.main(["--check", str(path)]) == 1
+    assert "fast-mode output" in capsys.readouterr().out
+
+
+def test_full_mode_outputs_pass_the_fast_mode_check(tmp_path):
+    nb = _notebook_printing("fast mode    False\n", "fast mode (REINLITE_FAST): False\n",
+                            "trained 600 steps on 2000 source images\n", "budget: 900 steps; made by:\n",
+                            "step 10: loss 3.2\n", "FloatSlider(value=-3.0, step=0.25)\n",
+                            "steps trained: 200 | trainable parameters: 309,093\n")
+    assert run_notebooks.fast_mode_outputs(nb) == []
+    path = tmp_path / "full.ipynb"
+    nbformat.write(run_notebooks.strip_notebook(nb), path)
+    assert run_notebooks.main(["--check", str(path)]) == 0
