@@ -136,6 +136,28 @@ HINTS: dict[str, Hint] = {
         "Eqs. 8-10: transform every layer's tokens to Q channels, pool over the layers, then merge "
         "3Q -> Q. All m tokens are used (token 0 included), and nothing depends on the image.",
         "merge(pool_layers(transform(stack of the L layers' tokens, [L, m, c])))."),
+    # 02-06: the course's "new question" exercises
+    "similarity_entropy": Hint(
+        'The entropy of a distribution p over m outcomes is -sum_k p_k log p_k; it is largest, log '
+        'm, when every p_k = 1/m, and 0 when one p_k = 1. A term with p_k = 0 contributes 0 (the '
+        'limit of p log p), not NaN.',
+        '-(S * S.clamp_min(1e-12).log()).sum(-1) / math.log(S.shape[-1])'),
+    "sink_logit": Hint(
+        "Write Z for the sum of exp over the other logits. Token 0's share of the softmax is e^l0 /"
+        ' (e^l0 + Z), so the strength left for the other tokens is Z / (e^l0 + Z). Set it to the '
+        'strength you want and solve for l0; log Z is a logsumexp.',
+        'torch.logsumexp(other_logits, -1) + math.log((1 - strength) / strength)'),
+    "update_ratio": Hint(
+        'The refined patches are f + s Delta f, so the change the layer makes is s Delta f. Compare'
+        ' its size with the size of f itself, one number per layer, on the same input x.',
+        'f = x[:, 1:]; torch.stack([(rein.scale * rein.delta(f, i)).norm() / f.norm() for i in '
+        'range(rein.num_layers)]).'),
+    "interleave_merge_weight": Hint(
+        'The two orders hold the same 3Q numbers. In the blocks order, statistic k (0 max, 1 mean, '
+        '2 last) of channel i sits at position k Q + i; in the interleaved order at 3 i + k. The '
+        "interleaved weight's column 3 i + k must be the blocks weight's column k Q + i.",
+        'W.reshape(Q_out, 3, Q) has [:, k, i] = column k Q + i; swap the last two axes and reshape '
+        'back to [Q_out, 3Q].'),
     # 07-10: decoder, training, baselines, real data
     "semantic_inference": Hint(
         "Mask classification: each query says what class it is (a softmax over K + 1 classes, "
