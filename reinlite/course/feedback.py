@@ -137,6 +137,12 @@ HINTS: dict[str, Hint] = {
         "3Q -> Q. All m tokens are used (token 0 included), and nothing depends on the image.",
         "merge(pool_layers(transform(stack of the L layers' tokens, [L, m, c])))."),
     # 02-06: the course's "new question" exercises
+    "components_needed": Hint(
+        "PCA's share of the variance along direction i is s_i^2 / sum_j s_j^2 for the singular values "
+        "s_i of the centred feature matrix (one row per patch). Add the shares from the largest down "
+        "and stop at the first k whose total reaches the share asked for.",
+        "X = features.reshape(-1, c); s2 = torch.linalg.svdvals(X - X.mean(0)) ** 2; "
+        "k = number of cumulative shares (torch.cumsum(s2, 0) / s2.sum()) still below share, plus 1."),
     "similarity_entropy": Hint(
         'The entropy of a distribution p over m outcomes is -sum_k p_k log p_k; it is largest, log '
         'm, when every p_k = 1/m, and 0 when one p_k = 1. A term with p_k = 0 contributes 0 (the '
