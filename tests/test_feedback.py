@@ -9,7 +9,7 @@ from reinlite.models.rein import token_similarity
 
 
 def test_shape_mismatch_names_both_shapes_and_the_hint():
-    with pytest.raises(CheckFailed, match=r"S: expected shape \(2, 3\), got \(3, 2\)\n  hint: Eq. 3"):
+    with pytest.raises(CheckFailed, match=r"S: expected shape \(2, 3\), got \(3, 2\)\n  hint: Eq. 5"):
         check_shape(torch.zeros(3, 2), (2, 3), name="S", hint="token_similarity")
 
 
@@ -25,7 +25,7 @@ def test_close_reports_the_largest_difference_and_where():
 def test_missing_answer_and_nan_are_explained():
     with pytest.raises(CheckFailed, match="no answer yet"):
         check_close(None, torch.zeros(2))
-    with pytest.raises(CheckFailed, match=r"(?s)no answer yet \(got Ellipsis\).*hint: Eq. 8"):
+    with pytest.raises(CheckFailed, match=r"(?s)no answer yet \(got Ellipsis\).*hint: Eq. 12"):
         check_close(..., torch.zeros(2), hint="low_rank_tokens")
     with pytest.raises(CheckFailed, match="NaN or inf"):
         check_close(torch.tensor([float("nan"), 0.0]), torch.zeros(2))
@@ -43,7 +43,7 @@ def test_function_check_against_the_library():
 
     args = [(torch.randn(1, 4, 16), torch.randn(5, 16))]
     assert check_function(lambda f, t: torch.softmax(f @ t.T / 4.0, -1), token_similarity, args)
-    with pytest.raises(CheckFailed, match=r"(?s)without_scaling \(example 1\).*hint: Eq. 3"):
+    with pytest.raises(CheckFailed, match=r"(?s)without_scaling \(example 1\).*hint: Eq. 5"):
         check_function(without_scaling, token_similarity, args, hint="token_similarity")
 
     def unfinished(f, t):
@@ -118,7 +118,7 @@ def test_try_check_prints_not_yet_and_the_idea(capsys):
     assert try_check(lambda: check_function(_unfinished, token_similarity, ARGS, hint="token_similarity")) is False
     assert try_check(lambda: check_close(torch.ones(2), torch.ones(2)), success="done") is True
     out = capsys.readouterr().out
-    assert out.startswith("not yet: _unfinished: not implemented yet\n  hint: Eq. 3") and "\u2713 done" in out
+    assert out.startswith("not yet: _unfinished: not implemented yet\n  hint: Eq. 5") and "\u2713 done" in out
     assert max(len(line) for line in out.splitlines()) <= 100          # wrapped for reading
     assert HINTS["token_similarity"].code not in out
 

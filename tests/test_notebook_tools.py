@@ -103,6 +103,7 @@ def test_course_notebook_is_committed_clean(name):
     nb = nbformat.read(path, as_version=4)
     assert run_notebooks.problems(nb) == [], "stored errors or stderr"
     assert run_notebooks.volatile(nb) == [], "volatile metadata: run tools/run_notebooks.py"
+    assert run_notebooks.fast_mode_outputs(nb) == [], "outputs of a fast-mode run: execute in full mode"
     code = [c for c in nb.cells if c.cell_type == "code"]
     assert all(c.execution_count is not None for c in code), "committed unexecuted cells"
     checked = [c for c in code if "# NBVAL_CHECK_OUTPUT" in c.source]
@@ -184,3 +185,79 @@ def test_a_timed_out_notebook_is_run_again(monkeypatch, tmp_path, capsys):
     calls.clear()
     assert run_notebooks.main([str(tmp_path / "a.ipynb"), "--retries", "0"]) == 1
     assert len(calls) == 1
+
+
+# ---------------------------------------------------------------- fast-mode outputs are refused
+def _notebook_printing(*texts):
+    cells = [new_code_cell(f"print({i})", execution_count=i + 1,
+                           outputs=[new_output("stream", name="stdout", text=text)])
+             for i, text in enumerate(texts)]
+    return new_notebook(cells=[new_markdown_cell("# t")] + cells)
+
+
+@pytest.mark.parametrize("text", [
+    "benchmark: data/benchmark_fast (present: 32 source, 8 per target, seed 0)\n",
+    "fast mode    True\n",
+    "fast mode (REINLITE_FAST): True\n",
+    "rein     backbone trainable   169,601  steps 6  gta 0.1\n",
+    "trained 40 steps on 32 source images; last loss 1.2\n",
+    "steps trained: 4 | trainable parameters: 309,093\n",
+])
+def test_check_fails_on_a_fast_mode_output(tmp_path, text, capsys):
+    nb = _notebook_printing("fine\n", text)
+    assert run_notebooks.fast_mode_outputs(nb) and "cell 2" in run_notebooks.fast_mode_outputs(nb)[0]
+    path = tmp_path / "fast.ipynb"
+    nbformat.write(nb, path)
+    assert run_notebooks.main(["--check", str(path)]) == 1
+    assert "fast-mode output" in capsys.readouterr().out
+
+
+def test_full_mode_outputs_pass_the_fast_mode_check(tmp_path):
+    nb = _notebook_printing("fast mode    False\n", "fast mode (REINLITE_FAST): False\n",
+                            "trained 600 steps on 2000 source images\n", "budget: 900 steps; made by:\n",
+                            "step 10: loss 3.2\n", "FloatSlider(value=-3.0, step=0.25)\n",
+                            "steps trained: 200 | trainable parameters: 309,093\n")
+    assert run_notebooks.fast_mode_outputs(nb) == []
+    path = tmp_path / "full.ipynb"
+    nbformat.write(run_notebooks.strip_notebook(nb), path)
+    assert run_notebooks.main(["--check", str(path)]) == 0
+
+
+# ---------------------------------------------------------------- the student edition of the course
+_spec = importlib.util.spec_from_file_location("student_course", ROOT / "notebooks" / "assignments" / "student_course.py")
+student_course = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(student_course)
+
+
+def test_student_edition_drops_solution_cells_and_the_statements_that_use_them():
+    solution = new_code_cell("def solution_f(x):\n    return x + 1\n")
+    solution.metadata["tags"] = ["solution"]
+    closing = new_code_cell("with torch.no_grad():\n    check_close(a, b)\n    check_close(solution_f(a),\n"
+                            "                b, name='s')\nfor d in ds:\n    check(solution_f(d))\nprint('done')\n")
+    nb = new_notebook(cells=[new_markdown_cell("# t"), new_code_cell("def my_f(x):\n    raise NotImplementedError\n"),
+                             solution, closing])
+    edition = student_course.student_edition(nb)
+    sources = [c.source for c in edition.cells]
+    assert not any("solution_" in s for s in sources)
+    assert not any(student_course.is_solution_cell(c) for c in edition.cells)
+    assert "def my_f" in sources[2] and "Student edition" in sources[0]
+    stripped = sources[-1]
+    compile(stripped, "closing", "exec")                    # still valid Python
+    assert "check_close(a, b)" in stripped and "print('done')" in stripped
+    assert stripped.count(student_course.REMOVED) == 2
+    assert len(nb.cells) == 4 and "solution_f" in nb.cells[3].source   # the master is not changed
+
+
+def test_student_edition_refuses_a_cell_it_cannot_parse():
+    with pytest.raises(ValueError, match="nb.ipynb, cell 1: mentions solution_"):
+        student_course.remove_solution_statements("%time solution_f(1)\n", "nb.ipynb, cell 1")
+
+
+def test_student_edition_of_every_course_notebook(tmp_path):
+    paths = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+    assert student_course.main(["--out", str(tmp_path), *map(str, paths)]) == 0
+    for path in paths:
+        edition = nbformat.read(tmp_path / path.name, as_version=4)
+        code = "\n".join(c.source for c in edition.cells if c.cell_type == "code")
+        assert "solution_" not in code, path.name
+        assert not any(student_course.is_solution_cell(c) for c in edition.cells), path.name

@@ -6,6 +6,12 @@
     python tools/run_notebooks.py --strip-only notebooks/*.ipynb            # clean, don't run
     python tools/run_notebooks.py --check notebooks/*.ipynb                 # exit 1 if not clean
 
+``--check`` also fails on outputs stored from a fast-mode run (REINLITE_FAST=1, what CI uses to
+test that the notebooks run): the committed notebooks must show full-mode numbers. Signs of a
+fast run (:func:`fast_mode_outputs`): the fast benchmark's folder ``benchmark_fast``, a
+"fast mode ... True" line, or a training step count of at most :data:`FAST_MAX_STEPS` (the
+fast values of ``course.pick`` for training runs are 4 to 40 steps; full runs train 150 or more).
+
 Executing uses nbclient with the current environment's ``python3`` kernel, from the
 notebook's own folder, with HF_HUB_OFFLINE=1 / HF_DATASETS_OFFLINE=1. A notebook is written
 back only when every cell ran without an error and (unless ``--allow-stderr``) no cell wrote
@@ -21,6 +27,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import sys
 import time
 from pathlib import Path
@@ -102,6 +109,42 @@ def volatile(nb: Any) -> list[str]:
     return found
 
 
+#: a step count of at most this many steps in an output is taken for a fast-mode training run
+FAST_MAX_STEPS = 40
+_FAST_PATTERNS = (
+    (re.compile(r"benchmark_fast"), "the fast benchmark's folder (benchmark_fast)"),
+    (re.compile(r"(?i)fast mode[^\n]{0,40}?\bTrue\b"), "a 'fast mode ... True' line"),
+)
+# "600 steps", "steps 6", "steps trained: 4", "for 30 steps" (plural only: a progress line
+# "step 10: loss ..." is not a run's length; "step=0.25" is a slider, not a count)
+_STEPS = (re.compile(r"(?i)\b(\d[\d,]*)(?![.\d])\s+steps\b"),
+          re.compile(r"(?i)\bsteps(?:\s+trained)?\s*[:=]?\s*(\d[\d,]*)(?![.\d])"))
+
+
+def _output_text(output: Any) -> str:
+    if output.get("output_type") == "stream":
+        return "".join(output.get("text", ""))
+    return "".join(output.get("data", {}).get("text/plain", ""))
+
+
+def fast_mode_outputs(nb: Any, max_steps: int = FAST_MAX_STEPS) -> list[str]:
+    """Outputs of ``nb`` that come from a fast-mode run (empty when none do)."""
+    found = []
+    for index, cell in enumerate(nb.get("cells", [])):
+        for output in cell.get("outputs", []):
+            text = _output_text(output)
+            for pattern, what in _FAST_PATTERNS:
+                match = pattern.search(text)
+                if match:
+                    found.append(f"cell {index}: fast-mode output ({what}): {match.group(0)!r}")
+            for match in (m for pattern in _STEPS for m in pattern.finditer(text)):
+                steps = int(match.group(1).replace(",", ""))
+                if 0 < steps <= max_steps:
+                    found.append(f"cell {index}: fast-mode output (a run of {steps} steps, at most "
+                                 f"{max_steps}): {match.group(0)!r}")
+    return found
+
+
 # Kernels' idle OpenMP threads sleep instead of spinning (on shared cores spinning threads made
 # cells 3-15x slower, docs/speed.md); set before a kernel imports torch.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
@@ -132,7 +175,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--fast", action="store_true", help="set REINLITE_FAST=1 for the kernel")
     parser.add_argument("--strip-only", action="store_true", help="only remove volatile metadata")
     parser.add_argument("--check", action="store_true",
-                        help="run nothing; exit 1 if a notebook stores errors, stderr or volatile metadata")
+                        help="run nothing; exit 1 if a notebook stores errors, stderr, volatile metadata "
+                             "or fast-mode outputs")
     parser.add_argument("--allow-stderr", action="store_true")
     parser.add_argument("--timeout", type=int, default=600, help="per cell, seconds")
     parser.add_argument("--retries", type=int, default=1,
@@ -144,7 +188,7 @@ def main(argv: list[str] | None = None) -> int:
         bad = 0
         for path in args.notebooks:
             nb = nbformat.read(path, as_version=4)
-            found = problems(nb) + volatile(nb)
+            found = problems(nb) + volatile(nb) + fast_mode_outputs(nb)
             for line in found:
                 print(f"{path}: {line}")
             bad += bool(found)

@@ -11,7 +11,7 @@ equations, never code. A failing check never prints a solution. Code-level guida
     try_check(lambda: check_function(my_token_similarity, token_similarity, examples,
                                      hint="token_similarity"))
     # not yet: my_token_similarity: not implemented yet
-    #   hint: Eq. 3: each patch compares itself with every token ...
+    #   hint: Eq. 5: each patch compares itself with every token ...
     #   (still stuck? run hint("token_similarity", 2) for code-level guidance)
 
     hint("token_similarity", 2)      # a cell of its own: prints the tier-2 guidance
@@ -22,7 +22,9 @@ Notebooks may add keys of their own with :func:`register_hint`. :func:`try_check
 check and prints its verdict instead of raising, so an unfinished exercise prints "not yet"
 and a notebook still runs top to bottom.
 
-The hints name the equations of the paper (Wei et al., CVPR 2024, arXiv 2312.04265).
+The hints name the equations of the paper (Wei et al., CVPR 2024) with the numbers of
+arXiv 2312.04265v1: (5) S = softmax(f T^T / sqrt(c)), (6) the first column dropped, (7) Delta f,
+(8)-(10) the instance queries, (11) shared weights, (12) low-rank tokens T = A B.
 """
 from __future__ import annotations
 
@@ -33,7 +35,8 @@ import torch
 from torch import Tensor
 
 __all__ = ["CheckFailed", "Hint", "HINTS", "hint", "register_hint", "hint_text", "try_check",
-           "check_shape", "check_close", "check_equal", "check_function", "check_cases"]
+           "check_shape", "check_close", "check_equal", "check_function", "check_cases",
+           "check_experiment", "EXPERIMENT_TOLERANCE", "NO_CLEAR_DIFFERENCE"]
 
 
 class Hint(NamedTuple):
@@ -71,7 +74,7 @@ HINTS: dict[str, Hint] = {
         "return (s[:q] ** 2) / (s ** 2).sum()  (one ratio per component, shape [q])."),
     # 02-06: the Rein layer
     "token_similarity": Hint(
-        "Eq. 3: each patch compares itself with every token (a dot product over the c channels, "
+        "Eq. 5: each patch compares itself with every token (a dot product over the c channels, "
         "scaled by 1/sqrt(c)), and the softmax turns one patch's m scores into a distribution: it "
         "runs over the m tokens, not over the patches.",
         "scores = features @ tokens.T (shape [B, n, m]), divide by math.sqrt(c) with c = "
@@ -94,7 +97,7 @@ HINTS: dict[str, Hint] = {
         "Sum the kept columns over the token axis (S[..., 1:].sum(-1)), or equivalently "
         "1 - S[..., 0]; the result has S's shape without the last axis."),
     "feature_delta": Hint(
-        "Eqs. 4-5: the tokens (except token 0) are mapped to feature space by the shared W_T, "
+        "Eqs. 6-7: the tokens (except token 0) are mapped to feature space by the shared W_T, "
         "each patch takes its similarity-weighted mix of them, the patch's own feature f is added "
         "back, and that sum goes through the shared W_f: the residual f is inside W_f.",
         "S = softmax(features @ tokens.T / sqrt(c), -1); mixed = S[..., 1:] @ "
@@ -109,7 +112,7 @@ HINTS: dict[str, Hint] = {
         "them (W_T and W_f) across all layers, so the depth L does not enter.",
         "2 * (c * c + c) with c = 1024."),
     "low_rank_tokens": Hint(
-        "Eq. 8: instead of storing the m x c token matrix, store two thin factors whose product "
+        "Eq. 12: instead of storing the m x c token matrix, store two thin factors whose product "
         "is m x c: an m x r matrix and an r x c matrix, with a small rank r.",
         "tokens = A @ B with A [m, r] and B [r, c]; the product has shape [m, c]."),
     "break_even_rank": Hint(
@@ -124,15 +127,43 @@ HINTS: dict[str, Hint] = {
         "holds a weight matrix and a bias.",
         "tokens + 1 + 2 * (c * c + c) + (c * Q + Q) + (3 * Q * Q + Q)."),
     "pool_layers": Hint(
-        "Eq. 6-7: the queries summarise the L layers' transformed tokens by three statistics over "
+        "Eqs. 9-10: the queries summarise the L layers' transformed tokens by three statistics over "
         "the layer axis (max, mean, and the last layer's value), interleaved per channel: "
         "[max_0, mean_0, last_0, max_1, mean_1, last_1, ...].",
         "X [L, m, Q] -> torch.stack([X.max(0).values, X.mean(0), X[-1]], dim=-1) is [m, Q, 3]; "
         "reshape to [m, 3Q] so the three values of a channel sit next to each other."),
     "instance_queries": Hint(
-        "Eq. 6-7: transform every layer's tokens to Q channels, pool over the layers, then merge "
+        "Eqs. 8-10: transform every layer's tokens to Q channels, pool over the layers, then merge "
         "3Q -> Q. All m tokens are used (token 0 included), and nothing depends on the image.",
         "merge(pool_layers(transform(stack of the L layers' tokens, [L, m, c])))."),
+    # 02-06: the course's "new question" exercises
+    "components_needed": Hint(
+        "PCA's share of the variance along direction i is s_i^2 / sum_j s_j^2 for the singular values "
+        "s_i of the centred feature matrix (one row per patch). Add the shares from the largest down "
+        "and stop at the first k whose total reaches the share asked for.",
+        "X = features.reshape(-1, c); s2 = torch.linalg.svdvals(X - X.mean(0)) ** 2; "
+        "k = number of cumulative shares (torch.cumsum(s2, 0) / s2.sum()) still below share, plus 1."),
+    "similarity_entropy": Hint(
+        'The entropy of a distribution p over m outcomes is -sum_k p_k log p_k; it is largest, log '
+        'm, when every p_k = 1/m, and 0 when one p_k = 1. A term with p_k = 0 contributes 0 (the '
+        'limit of p log p), not NaN.',
+        '-(S * S.clamp_min(1e-12).log()).sum(-1) / math.log(S.shape[-1])'),
+    "sink_logit": Hint(
+        "Write Z for the sum of exp over the other logits. Token 0's share of the softmax is e^l0 /"
+        ' (e^l0 + Z), so the strength left for the other tokens is Z / (e^l0 + Z). Set it to the '
+        'strength you want and solve for l0; log Z is a logsumexp.',
+        'torch.logsumexp(other_logits, -1) + math.log((1 - strength) / strength)'),
+    "update_ratio": Hint(
+        'The refined patches are f + s Delta f, so the change the layer makes is s Delta f. Compare'
+        ' its size with the size of f itself, one number per layer, on the same input x.',
+        'f = x[:, 1:]; torch.stack([(rein.scale * rein.delta(f, i)).norm() / f.norm() for i in '
+        'range(rein.num_layers)]).'),
+    "interleave_merge_weight": Hint(
+        'The two orders hold the same 3Q numbers. In the blocks order, statistic k (0 max, 1 mean, '
+        '2 last) of channel i sits at position k Q + i; in the interleaved order at 3 i + k. The '
+        "interleaved weight's column 3 i + k must be the blocks weight's column k Q + i.",
+        'W.reshape(Q_out, 3, Q) has [:, k, i] = column k Q + i; swap the last two axes and reshape '
+        'back to [Q_out, 3Q].'),
     # 07-10: decoder, training, baselines, real data
     "semantic_inference": Hint(
         "Mask classification: each query says what class it is (a softmax over K + 1 classes, "
@@ -346,4 +377,84 @@ def check_cases(student: Callable, cases: Sequence[tuple[tuple, Any]], name: Opt
         got = _call(student, args, name, hint)
         label = f"{name} (case {number + 1})" if len(cases) > 1 else name
         check_close(got, torch.as_tensor(expected, dtype=torch.float64), name=label, hint=hint, **tolerances)
+    return True
+
+
+# ---------------------------------------------------------------- experiment exercises
+#: how close two runs' values may be and still count as "no clear difference"
+EXPERIMENT_TOLERANCE = {"final_loss": 0.05, "target_miou": 1.0, "source_miou": 1.0,
+                        "delta_ratio": 0.1, "scale": 0.1}
+NO_CLEAR_DIFFERENCE = "no clear difference"
+
+
+def check_experiment(runs: Any, largest: Any, variants: Optional[dict] = None,
+                     min_steps: int = 20) -> bool:
+    """An experiment exercise: were the runs made, and does the conclusion agree with them?
+
+    Args:
+        runs: ``{label: record}``, each record returned by
+            :func:`reinlite.course.experiments.quick_run` (its signature is recomputed, so a
+            record typed by hand or edited afterwards does not pass).
+        largest: the student's conclusion, ``{metric: label}``: for each metric (a key of
+            :data:`reinlite.course.experiments.METRICS`: final_loss, target_miou, source_miou,
+            delta_ratio, scale) the label of the run with the largest value, or
+            ``"no clear difference"``. When the two largest values are within
+            :data:`EXPERIMENT_TOLERANCE` (absolute for mIoU in points and for the scale,
+            relative for the loss and the delta ratio), both that label and "no clear
+            difference" are accepted.
+        variants: ``{label: {Rein option: value}}`` (``"sink": False`` included) that each run
+            must have been made with.
+        min_steps: the least number of training steps a run must have.
+    """
+    from reinlite.course.experiments import METRICS, metric, run_signature
+
+    if not isinstance(runs, dict) or len(runs) < 2:
+        raise CheckFailed(f"runs: expected a dict of at least two quick_run records, got {type(runs).__name__}"
+                          + ("" if not isinstance(runs, dict) else f" with {len(runs)} entr{'y' if len(runs) == 1 else 'ies'}"))
+    for label, record in runs.items():
+        if record is None or record is ...:
+            raise CheckFailed(f"runs[{label!r}]: no run yet; run quick_run(...) for it")
+        if not isinstance(record, dict) or "signature" not in record:
+            raise CheckFailed(f"runs[{label!r}]: expected the dict returned by quick_run, got {type(record).__name__}")
+        if run_signature(record) != record["signature"]:
+            raise CheckFailed(f"runs[{label!r}]: its numbers do not match its signature: use quick_run's record "
+                              "as it is returned, without editing it")
+        if int(record.get("steps", 0)) < min_steps:
+            raise CheckFailed(f"runs[{label!r}]: {record.get('steps')} training steps; train at least {min_steps} "
+                              "so the difference is more than the first steps' noise")
+        for option, value in (variants or {}).get(label, {}).items():
+            made = (record.get("sink", True) if option == "sink"
+                    else record.get("rein", {}).get(option, record.get("options", {}).get(option, "(default)")))
+            if made != value:
+                raise CheckFailed(f"runs[{label!r}]: expected a run with {option}={value!r}, this one has {made!r}")
+    if variants:
+        missing = sorted(set(variants) - set(runs))
+        if missing:
+            raise CheckFailed(f"runs: no run for {missing}; the exercise asks for {sorted(variants)}")
+    seeds = {int(r.get("seed", 0)) for r in runs.values()}
+    if len(seeds) > 1:
+        raise CheckFailed(f"runs: made with different seeds {sorted(seeds)}; change only the Rein choice")
+    if not isinstance(largest, dict) or not largest:
+        raise CheckFailed("largest: expected your conclusion as a dict {metric: label of the run with the largest value}")
+    for name, claim in largest.items():
+        if name not in METRICS:
+            raise CheckFailed(f"largest: unknown metric {name!r}; choose from {', '.join(METRICS)}")
+        if claim is None or claim is ...:
+            raise CheckFailed(f"largest[{name!r}]: no answer yet; name a run ({', '.join(map(repr, runs))}) "
+                              f"or {NO_CLEAR_DIFFERENCE!r}")
+        if claim != NO_CLEAR_DIFFERENCE and claim not in runs:
+            raise CheckFailed(f"largest[{name!r}] = {claim!r}: not one of your runs ({', '.join(map(repr, runs))}) "
+                              f"nor {NO_CLEAR_DIFFERENCE!r}")
+        values = {label: metric(record, name) for label, record in runs.items()}
+        order = sorted(values, key=lambda k: values[k], reverse=True)
+        top, second = values[order[0]], values[order[1]]
+        tol = EXPERIMENT_TOLERANCE[name]
+        if name in ("final_loss", "delta_ratio"):
+            tol = tol * max(abs(top), 1e-12)
+        accepted = {order[0]} | ({NO_CLEAR_DIFFERENCE} | {k for k in order if top - values[k] <= tol}
+                                 if top - second <= tol else set())
+        if claim not in accepted:
+            shown = ", ".join(f"{k}: {values[k]:.4g}" for k in order)
+            raise CheckFailed(f"largest[{name!r}] = {claim!r} does not agree with your runs ({METRICS[name]}: "
+                              f"{shown}); look at the numbers again")
     return True

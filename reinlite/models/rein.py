@@ -1,15 +1,20 @@
 """The Rein layer (Wei et al., CVPR 2024, arXiv 2312.04265), built from small pure functions.
 
 Notation (paper, Sec. 3):  L layers, m tokens, c channels, n patches, Q query channels, r rank.
+Equation numbers are those of arXiv 2312.04265v1, the version whose tables the course quotes:
+(1) the training objective, (2) the forward pass with a Rein after every block, (3) Delta f_i =
+Rein(f_i); then, for backbone block i with patch features f_i in R^{n x c}:
 
-For backbone block i with patch features f_i in R^{n x c}:
-
-    S_i       = softmax(f_i T_i^T / sqrt(c))                  (Eq. 3)  token similarity, over the m tokens
-    dF_i      = S_i[:, 1:] (T_i[1:] W_T + b_T)                (Eq. 4)  first column dropped after the softmax
-    Delta f_i = (dF_i + f_i) W_f + b_f                        (Eq. 5)  shared MLPs; residual inside W_f
+    S_i       = softmax(f_i T_i^T / sqrt(c))                  (Eqs. 4-5) token similarity, over the m tokens
+    dF_i      = S_i[:, 2:m] (T_i[2:m] W_T + b_T)              (Eq. 6)  first column dropped after the softmax
+    Delta f_i = (dF_i + f_i) W_f + b_f                        (Eq. 7)  residual inside W_f
     f_i'      = f_i + s * Delta f_i                                    learnable scalar s, init 1e-3
-    T_i       = A_i B_i,  A_i in R^{m x r}, B_i in R^{r x c}  (Eq. 8)  low-rank tokens
-    queries   = merge([max_L, mean_L, last] of transform(T))  (Eq. 6-7) instance queries, [m, Q]
+    Q_i       = T_i W_Q + b_Q                                 (Eq. 8)  tokens -> query space
+    Q = Concat(Q_max, Q_avg, Q_L) W + b over the L layers     (Eqs. 9-10) instance queries, [m, Q]
+    one W_T, W_f, W_Q for all L layers (shared weights)       (Eq. 11)
+    T_i       = A_i B_i,  A_i in R^{m x r}, B_i in R^{r x c}  (Eq. 12) low-rank tokens
+
+(The paper counts tokens from 1, so its columns 2:m are Python's ``[1:]``.)
 
 Each numbered idea is one function below; :class:`Rein` only composes them. The state-dict
 names are the release's, so a released Rein checkpoint loads with ``strict=True``:
@@ -43,7 +48,7 @@ __all__ = [
 
 # ----------------------------------------------------------------------------- pure functions
 def token_similarity(features: Tensor, tokens: Tensor, use_softmax: bool = True) -> Tensor:
-    """Eq. 3: S = softmax(f T^T / sqrt(c)), normalised over the m tokens.
+    """Eqs. 4-5 (arXiv 2312.04265v1): S = softmax(f T^T / sqrt(c)), normalised over the m tokens.
 
     Args:
         features: f, patch features [B, n, c] (prefix tokens already removed).
@@ -60,7 +65,7 @@ def token_similarity(features: Tensor, tokens: Tensor, use_softmax: bool = True)
 
 
 def drop_first_column(similarity: Tensor) -> Tensor:
-    """Softmax without the first column: S[:, :, 1:].
+    """Softmax without the first column, the S(:, 2:m) of Eq. 6: S[:, :, 1:].
 
     Token 0 takes part in the softmax normaliser but its column is removed *after* it, so a
     patch that matches nothing can put its mass on token 0 and receive (almost) no update.
@@ -80,7 +85,7 @@ def feature_delta(
     mlp_delta_f: nn.Module,
     use_softmax: bool = True,
 ) -> Tensor:
-    """Eqs. 3-5: Delta f = (S[:, 1:] (T[1:] W_T + b_T) + f) W_f + b_f.
+    """Eqs. 5-7: Delta f = (S[:, 1:] (T[1:] W_T + b_T) + f) W_f + b_f.
 
     Args:
         features: f [B, n, c].
@@ -102,7 +107,7 @@ def refine_features(features: Tensor, delta: Tensor, scale: Tensor | float) -> T
 
 
 def low_rank_tokens(tokens_a: Tensor, tokens_b: Tensor) -> Tensor:
-    """Eq. 8: T = A B.
+    """Eq. 12: T = A B.
 
     Args:
         tokens_a: A [m, r] (or [L, m, r] for all layers).
@@ -114,7 +119,12 @@ def low_rank_tokens(tokens_a: Tensor, tokens_b: Tensor) -> Tensor:
 
 
 def pool_layers(layer_values: Tensor) -> Tensor:
-    """Pool over the layer axis and interleave per channel in the order (max, mean, last).
+    """The pooling of Eqs. 9-10: over the layer axis, interleaved per channel (max, mean, last).
+
+    The paper writes Concat([Q_max, Q_avg, Q_N]) in three blocks of Q channels; the release
+    (and this function) interleaves the three values per channel. The two orders give the same
+    layer up to a permutation of merge's input weights, but a released checkpoint's merge
+    weights only fit the interleaved order.
 
     Args:
         layer_values: X [L, m, Q].
@@ -128,7 +138,7 @@ def pool_layers(layer_values: Tensor) -> Tensor:
 
 
 def instance_queries(all_tokens: Tensor, transform: nn.Module, merge: nn.Module) -> Tensor:
-    """Eqs. 6-7: queries = merge(pool_layers(transform(T))).
+    """Eqs. 8-10: queries = merge(pool_layers(transform(T))); transform is W_Q, b_Q.
 
     Args:
         all_tokens: T for every layer [L, m, c] (token 0 included).
@@ -161,7 +171,7 @@ class Rein(nn.Module):
         query_dim: Q, channels of the instance queries (256).
         patch_size: p, used only for the release's init bound.
         scale_init: initial value of the learnable scalar s (1e-3).
-        use_softmax: normalise the similarity with a softmax (Eq. 3).
+        use_softmax: normalise the similarity with a softmax (Eq. 5).
         link_to_queries: build instance queries from the tokens (adds transform, merge).
         zero_init_delta: no learnable s (fixed 1.0) and W_f, b_f zero-initialised, so the
             layer starts as the identity.
@@ -279,7 +289,7 @@ class Rein(nn.Module):
         return torch.cat([prefix, refined], dim=1) if num_prefix_tokens else refined
 
     def queries(self) -> Optional[Tensor]:
-        """Instance queries [m, Q] (Eqs. 6-7), or None when ``link_to_queries=False``."""
+        """Instance queries [m, Q] (Eqs. 8-10), or None when ``link_to_queries=False``."""
         if not self.link_to_queries:
             return None
         return instance_queries(self.tokens(), self.transform, self.merge)
