@@ -16,7 +16,7 @@ from reinlite.models.segmentor import build_model, load_model
 from reinlite.engine.optim import param_groups, poly_lr
 from reinlite.engine.train import NonFiniteLoss, train
 
-from conftest import make_tiny_config
+from tiny import make_tiny_config
 
 ROOT = Path(__file__).resolve().parents[1]
 
