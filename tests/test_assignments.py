@@ -79,6 +79,7 @@ def test_public_wording():
     assert text.startswith("q1 public checks:") and "public check 1 result:" in text
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("master", MASTERS, ids=[m.stem for m in MASTERS])
 def test_build_and_grade(master, tmp_path):
     name = master.stem
@@ -126,6 +127,7 @@ def test_build_and_grade(master, tmp_path):
         assert failed >= 1 and clean == failed, f"{question}: a check crashed instead of failing cleanly:\n{output}"
 
 
+@pytest.mark.slow
 def test_hidden_checks_catch_what_public_checks_miss(tmp_path):
     """An answer hard-coded for the public example's shape, or one that calls the library,
     passes the public check of a1's first question and fails its hidden check."""

@@ -188,6 +188,7 @@ def test_corrupt_file_is_reported_not_silent(tmp_path):
     assert rep.converted == 1 and not rep.ok and "00002" in rep.summary()
 
 
+@pytest.mark.slow
 def test_scripts_run(tmp_path):
     r = tmp_path / "cs"
     _img(r / "leftImg8bit" / "val" / "lindau" / "lindau_000000_000019_leftImg8bit.png", 2, 4)

@@ -2,10 +2,13 @@
 import json
 import os
 
+import pytest
+
 from reinlite.experiments import costs as bench
 from reinlite.cli import main
 
 
+@pytest.mark.slow
 def test_bench_tiny_in_process_writes_tables_and_json(tmp_path, capsys):
     out_json, out_md = tmp_path / "b.json", tmp_path / "b.md"
     rc = main(["bench", "--tiny", "--in-process", "--repeats", "1", "--steps", "1", "--warmup", "0",
@@ -32,6 +35,7 @@ def test_bench_tiny_in_process_writes_tables_and_json(tmp_path, capsys):
     assert (tmp_path / "b.png").stat().st_size > 1000
 
 
+@pytest.mark.slow
 def test_a_fresh_process_measurement():
     env = dict(os.environ, MALLOC_MMAP_THRESHOLD_=str(bench.MMAP_THRESHOLD))
     spec = dict(method="lora", cfg=bench.tiny_config(), steps=1, warmup=0, amp="bf16", part="step", threads=1)

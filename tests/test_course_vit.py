@@ -112,6 +112,7 @@ def test_boundaries_and_region_geometry():
     assert geom[2, 2, 3] < geom[2, 5, 3]  # relative height inside the pole: top < bottom
 
 
+@pytest.mark.slow
 def test_one_step_resume_export_and_load(tmp_path, monkeypatch):
     run, out = tmp_path / "run", tmp_path / "w"
     args = ["--out", str(run), "--steps", "2", "--batch", "1", "--workers", "0", "--warmup", "1",

@@ -10,8 +10,6 @@ from reinlite.config import load_config
 from reinlite.engine.diagnostics import mean_pairwise_cosine, query_cosine, record_delta_ratios, rein_scale
 from reinlite.engine.train import train
 
-from test_train import tiny_cfg
-
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
@@ -57,8 +55,8 @@ def test_query_cosine_and_scale():
 
 
 @pytest.mark.parametrize("method", ["rein", "frozen"])
-def test_training_log_carries_reins_diagnostics(tmp_path, method):
-    cfg = tiny_cfg(tmp_path, optim={"iters": 4}, train={"log_every": 2})
+def test_training_log_carries_reins_diagnostics(tmp_path, tiny_config, method):
+    cfg = tiny_config(tmp_path, optim={"iters": 4}, train={"log_every": 2})
     cfg["model"]["method"] = method
     if method != "rein":
         cfg["model"].pop("rein")

@@ -85,22 +85,11 @@ def test_overlay_keeps_ignored_pixels():
 
 
 @pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory):
+def tiny_run(tmp_path_factory, tiny_config):
     tmp = tmp_path_factory.mktemp("eval")
-    cfg = {
-        "name": "tiny", "out_dir": str(tmp / "run"), "device": "cpu", "seed": 1,
-        "model": {"backbone": "vit_tiny_patch16_224", "pretrained": False, "img_size": 32,
-                  "patch_size": 8, "backbone_kwargs": {"depth": 4, "embed_dim": 32, "num_heads": 2},
-                  "rein": {"num_tokens": 4, "rank": 4, "query_dim": 32},
-                  "head": {"hidden_dim": 32, "num_layers": 1, "num_heads": 4, "ffn_dim": 32,
-                           "mask_dim": 32, "pixel_decoder": "fpn"}},
-        "loss": {"num_points": 32},
-        "data": {"kind": "random", "crop_size": [32, 32], "random_size": [40, 56], "random_count": 3,
-                 "num_workers": 0, "targets": ["cityscapes", "bdd100k"], "short_sides": None},
-        "optim": {"iters": 2, "batch_size": 2},
-        "train": {"progress": False},
-        "eval": {"mode": "slide", "crop": [32, 32], "stride": [24, 24]},
-    }
+    cfg = tiny_config(tmp, seed=1, optim={"iters": 2},
+                      data={"random_size": [40, 56], "random_count": 3, "targets": ["cityscapes", "bdd100k"]},
+                      eval={"mode": "slide", "crop": [32, 32], "stride": [24, 24]})
     train(load_config(cfg))
     return tmp
 
@@ -156,6 +145,7 @@ def test_cli_eval_and_predict(tiny_run, capsys, tmp_path):
     assert "unknown config key 'eval.mdoe'" in capsys.readouterr().err
 
 
+@pytest.mark.slow  # the demo end to end
 def test_run_demo_prints_the_table(tiny_run, capsys):
     from reinlite.engine.demo import run_demo
     lc = load_config

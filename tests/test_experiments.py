@@ -36,6 +36,7 @@ def test_probe_miou_is_evaluates(bench):
     assert int(conf.sum()) == 3 * 28 * 64
 
 
+@pytest.mark.slow
 def test_probe_runs_through_the_cli_and_writes_json(bench, tmp_path, capsys):
     out = tmp_path / "probe.json"
     rc = cli_main(["probe", "--bench", str(bench), "--source", "4", "--target", "2", "--size", "32", "64",
@@ -54,6 +55,7 @@ def test_probe_rejects_an_unknown_backbone():
         probe.build("dinov3", (32, 64))
 
 
+@pytest.mark.slow
 def test_domain_shift_runs_and_uses_evaluates_miou(bench, capsys):
     assert cli_main(["domain-shift", "--root", str(bench), "--steps", "2", "--batch", "2",
                      "--threads", "1"]) == 0
@@ -80,6 +82,7 @@ def test_subcommands_exist_and_commands_are_recorded():
         "reinlite pretrain-mae --out /tmp/x --steps 7 --resume"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("script", ["probe_backbone.py", "domain_shift.py", "pretrain_course_vit.py"])
 def test_data_scripts_are_thin_wrappers(script):
     path = ROOT / "data_scripts" / script

@@ -19,6 +19,7 @@ def tiny(tmp_path_factory):
     return out, report
 
 
+@pytest.mark.slow
 def test_tiny_mode_writes_json_and_markdown(tiny):
     out, report = tiny
     on_disk = json.loads((out / "gpu_check.json").read_text())
@@ -39,6 +40,7 @@ def test_tiny_mode_writes_json_and_markdown(tiny):
         assert f"| {name} |" in md
 
 
+@pytest.mark.slow
 def test_tiny_mode_steps_losses_and_shares(tiny):
     _, report = tiny
     res = report["results"]
@@ -110,6 +112,7 @@ def test_table_8_comparison_from_gpu_numbers():
     assert "NVIDIA H200" in md
 
 
+@pytest.mark.slow
 def test_a_child_over_its_budget_is_ended_with_its_own_children(tmp_path):
     """torchrun's worker must not outlive a timed-out torchrun: the whole session is ended."""
     import os

@@ -80,6 +80,7 @@ def test_problems_reports_errors_and_stderr():
     assert len(found) == 2 and "stderr" in found[0] and "ValueError" in found[1]
 
 
+@pytest.mark.slow
 def test_execute_runs_in_place_and_refuses_stderr(tmp_path, monkeypatch):
     monkeypatch.setenv("REINLITE_FAST", "0")  # main() sets it to 1; restored afterwards
     good = new_notebook(cells=[new_code_cell("import os\nprint(os.environ.get('REINLITE_FAST'))")])

@@ -62,6 +62,7 @@ def test_corpus_is_deterministic_and_label_free():
     assert not torch.equal(ds[0], ds[1])
 
 
+@pytest.mark.slow
 def test_tiny_run_resumes_exactly_exports_and_loads(tmp_path, monkeypatch):
     straight, split, out = tmp_path / "a", tmp_path / "b", tmp_path / "w"
     assert M.main(["--out", str(straight), "--steps", "3", *TINY]) == 0

@@ -145,33 +145,22 @@ def test_gains_and_curves_tables():
 
 
 # --------------------------------------------------------------------------- a tiny real sweep
-def tiny_config(tmp_path) -> Path:
-    cfg = {
-        "name": "tiny", "device": "cpu", "seed": 3, "threads": 1,
-        "model": {"backbone": "vit_tiny_patch16_224", "pretrained": False, "img_size": 32,
-                  "patch_size": 8, "backbone_kwargs": {"depth": 4, "embed_dim": 32, "num_heads": 2},
-                  "rein": {"num_tokens": 6, "rank": 4, "query_dim": 32},
-                  "head": {"hidden_dim": 32, "num_layers": 2, "num_heads": 4, "ffn_dim": 64,
-                           "mask_dim": 32, "pixel_decoder": "fpn"}},
-        "loss": {"num_points": 64},
-        "data": {"kind": "random", "crop_size": [32, 32], "random_size": [32, 32], "random_count": 3,
-                 "num_workers": 0, "short_sides": None, "scale_range": [0.5, 2.0],
-                 "targets": ["cityscapes"]},
-        "optim": {"iters": 3, "batch_size": 2, "lr": 1e-3, "grad_clip": 1.0},
-        "train": {"log_every": 1, "ckpt_every": 100},
-        "eval": {"mode": "whole"},
-    }
+def tiny_config_file(tmp_path, tiny_config) -> Path:
+    cfg = tiny_config(None, threads=1, optim={"iters": 3}, train={"ckpt_every": 100}, eval={"mode": "whole"},
+                      data={"random_size": [32, 32], "random_count": 3, "targets": ["cityscapes"]})
     path = tmp_path / "tiny.json"
     path.write_text(json.dumps(cfg))
     return path
 
 
+@pytest.mark.slow
 @pytest.mark.usefixtures("one_thread")
-def test_tiny_sweep_builds_each_method_by_config_and_records_curves(tmp_path, monkeypatch):
+def test_tiny_sweep_builds_each_method_by_config_and_records_curves(tmp_path, monkeypatch, tiny_config):
     from reinlite.models.segmentor import load_model
 
     out = tmp_path / "sweep"
-    argv = ["--config", str(tiny_config(tmp_path)), "--groups", "methods", "--only", "rein", "lora",
+    config = tiny_config_file(tmp_path, tiny_config)
+    argv = ["--config", str(config), "--groups", "methods", "--only", "rein", "lora",
             "--seeds", "0", "--eval-at", "2", "--threads", "1", "--out", str(out)]
     assert sweep_module.main(argv) == 0
     data = json.loads((out / "results.json").read_text())

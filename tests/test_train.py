@@ -16,28 +16,15 @@ from reinlite.models.segmentor import build_model, load_model
 from reinlite.engine.optim import param_groups, poly_lr
 from reinlite.engine.train import NonFiniteLoss, train
 
+from tiny import make_tiny_config
+
 ROOT = Path(__file__).resolve().parents[1]
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-def tiny_cfg(tmp_path, **over):
-    cfg = {
-        "name": "tiny", "out_dir": str(tmp_path / "run"), "device": "cpu", "seed": 3,
-        "model": {"backbone": "vit_tiny_patch16_224", "pretrained": False, "img_size": 32,
-                  "patch_size": 8, "backbone_kwargs": {"depth": 4, "embed_dim": 32, "num_heads": 2},
-                  "rein": {"num_tokens": 6, "rank": 4, "query_dim": 32},
-                  "head": {"hidden_dim": 32, "num_layers": 2, "num_heads": 4, "ffn_dim": 64,
-                           "mask_dim": 32, "pixel_decoder": "fpn"}},
-        "loss": {"num_points": 64},
-        "data": {"kind": "random", "crop_size": [32, 32], "random_size": [40, 48],
-                 "random_count": 5, "num_workers": 0, "short_sides": None, "scale_range": [0.5, 2.0]},
-        "optim": {"iters": 5, "batch_size": 2, "lr": 1e-3, "grad_clip": 1.0},
-        "train": {"log_every": 1, "ckpt_every": 2, "progress": False},
-    }
-    for k, v in over.items():
-        cfg[k] = {**cfg[k], **v} if isinstance(v, dict) else v
-    return cfg
+# the shared tiny config (tests/configs/tiny.json); kept under this name for the tests below
+tiny_cfg = make_tiny_config
 
 
 def weights(run_dir):
@@ -151,6 +138,7 @@ def test_checkpoint_of_another_model_lists_keys(tmp_path):
     assert "head.layers.2" in msg
 
 
+@pytest.mark.slow
 def test_ddp_two_gloo_processes(tmp_path):
     cfg = tiny_cfg(tmp_path, optim={"iters": 3, "batch_size": 1}, train={"ckpt_every": 3},
                    data={"crop_size": [64, 64]})
