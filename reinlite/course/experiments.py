@@ -37,7 +37,8 @@ from typing import Any, Iterator, Mapping, Optional, Sequence, Union
 
 import torch
 
-from reinlite.config import Config, ConfigError, load_config, validate
+from reinlite.config import Config, ConfigError, load_config
+from reinlite.config_checks import validate
 from reinlite.engine.evaluate import evaluate
 from reinlite.engine.train import train
 from reinlite.models import rein as rein_module
