@@ -133,6 +133,11 @@ def add_data(sub) -> None:
     b.add_argument("--size", type=int, nargs=2, default=(128, 256), metavar=("H", "W"))
     b.add_argument("--workers", type=int, default=0, help="processes (0: one per processor)")
     b.add_argument("--figure", default=None, help="also save a sample figure (PNG) here")
+    b.add_argument("--format", choices=("folders", "hf"), default="folders",
+                   help="folders: the real layouts (default); hf: one Hugging Face DatasetDict "
+                        "(splits train, validation and one per target; data.kind=hf reads it)")
+    b.add_argument("--from", dest="from_dir", default=None,
+                   help="with --format hf: export this already written benchmark instead of rendering one")
     b.set_defaults(func=run_data)
 
 

@@ -65,7 +65,7 @@ ReinConfig.__module__ = __name__
 @dataclass
 class HeadConfig:
     """The Mask2Former head (reinlite.models.head.Mask2FormerHead); defaults are the release's."""
-    num_classes: int = 19
+    num_classes: Optional[int] = None   # None: derived from data.classes (see resolve_classes)
     hidden_dim: int = 256
     num_layers: int = 9                 # decoder layers (3 rounds over the 3 scales)
     num_heads: int = 8
@@ -111,11 +111,18 @@ RELEASE_SHORT_SIDES = [int(512 * x * 0.1) for x in range(5, 21)]  # 256, 307, ..
 @dataclass
 class DataConfig:
     """Datasets and the training augmentation (reinlite.data.transforms.TrainAugment)."""
-    kind: str = "benchmark"             # benchmark | folders | random (tiny shapes, for tests)
-    root: str = "data/benchmark"
+    kind: str = "benchmark"             # a key of reinlite.data.kinds.DATA_KINDS: benchmark | folders |
+                                        # hf (a Hugging Face dataset) | pairs (images/ + labels/) | random
+    root: str = "data/benchmark"        # hf: a save_to_disk folder or a Hub name; pairs: a folder
+    classes: Optional[list] = None      # class names (label id i = classes[i]); None: read from the
+                                        # dataset (classes.json, HF ClassLabel), else the 19 Cityscapes
+    image_column: str = "image"         # hf: the column of images
+    label_column: str = "label"         # hf: the column of label maps (class ids, 255 = ignore)
     roots: dict = field(default_factory=dict)  # per-domain roots (kind folders): {"gta": ...}
     source: str = "gta"
     source_split: str = "train"
+    # targets: domain names (benchmark, folders); hf / pairs: a split of data.root ("validation")
+    # or "PATH_OR_NAME:SPLIT" (another dataset), each evaluated as an unseen domain
     targets: list = field(default_factory=lambda: ["cityscapes", "bdd100k", "mapillary"])
     target_split: str = "val"
     crop_size: list = field(default_factory=lambda: [512, 512])
@@ -324,7 +331,7 @@ def load_config(name_or_path: Union[str, os.PathLike, dict, Config],
             raise ConfigError(f"{path}: {err}") from None
     cfg = apply_overrides(cfg, overrides)
     validate(cfg)
-    return cfg
+    return resolve_classes(cfg)
 
 
 def validate(cfg: Config) -> None:
@@ -349,12 +356,48 @@ def validate(cfg: Config) -> None:
         raise ConfigError(f"amp must be auto, bf16 or none, got {cfg.amp!r}")
     if cfg.eval.mode not in ("slide", "whole"):
         raise ConfigError(f"eval.mode must be 'slide' or 'whole', got {cfg.eval.mode!r}")
-    if d.kind not in ("benchmark", "folders", "random"):
-        raise ConfigError(f"unknown data.kind {d.kind!r}: use benchmark, folders or random")
+    from reinlite.data.kinds import DATA_KINDS
+
+    if d.kind not in DATA_KINDS:
+        raise ConfigError(f"unknown data.kind {d.kind!r}: use one of {', '.join(DATA_KINDS)}")
     if d.short_sides and (d.scale_range or d.train_resize):
         raise ConfigError("data.short_sides (the release's random short side) cannot be combined "
                           "with data.train_resize / data.scale_range (the course's resize then "
                           "random factor); set data.short_sides=null for the latter")
+
+
+def resolve_classes(cfg: Config) -> Config:
+    """The one place the class list and the head's class count are decided.
+
+    ``data.classes``: the names given, else the dataset's own (``reinlite.data.kinds``: a
+    classes.json beside it, a Hugging Face ClassLabel, the 19 Cityscapes classes of the
+    benchmark and the real layouts). ``model.head.num_classes`` follows: None becomes
+    ``len(data.classes)``; another value is a :class:`ConfigError` naming both. ``cfg`` is
+    changed in place and returned (a checkpoint stores the resolved names)."""
+    from reinlite.data.kinds import dataset_classes
+
+    d, head = cfg.data, cfg.model.head
+    if d.classes is None:
+        d.classes = list(dataset_classes(d))
+    names = d.classes
+    if (not isinstance(names, (list, tuple)) or not names
+            or not all(isinstance(n, str) and n for n in names)):
+        raise ConfigError(f"data.classes must be a non-empty list of class names, got {names!r}")
+    if len(set(names)) != len(names):
+        dup = sorted({n for n in names if names.count(n) > 1})
+        raise ConfigError(f"data.classes names a class twice: {', '.join(dup)}")
+    if len(names) > 255:
+        raise ConfigError(f"data.classes has {len(names)} names; at most 255 (label 255 = ignore)")
+    d.classes = list(names)
+    if head.num_classes is None:
+        head.num_classes = len(names)
+    elif int(head.num_classes) != len(names):
+        shown = ", ".join(names[:8]) + (", ..." if len(names) > 8 else "")
+        raise ConfigError(
+            f"model.head.num_classes={head.num_classes} conflicts with data.classes ({len(names)} "
+            f"classes: {shown}): the head's class count is derived from data.classes; drop "
+            f"model.head.num_classes")
+    return cfg
 
 
 def num_queries(model: ModelConfig) -> int:
@@ -369,7 +412,14 @@ def num_queries(model: ModelConfig) -> int:
 
 
 def changed_keys(old: dict, new: dict, prefix: str = "") -> list[str]:
-    """Dotted keys whose values differ between two config dicts (``RESUMABLE`` ones left out)."""
+    """Dotted keys whose values differ between two config dicts (``RESUMABLE`` ones left out).
+    At the top level a stored dict is first read as a config (keys added since it was written
+    take their defaults, the class list is resolved), so a new field alone is no change."""
+    if not prefix:
+        try:
+            old = resolve_classes(from_dict(old)).to_dict()
+        except (ConfigError, OSError, ValueError):
+            pass
     out = []
     for key in sorted(set(old) | set(new)):
         dotted = prefix + key

@@ -9,7 +9,7 @@ from reinlite import cli
 from reinlite.engine.evaluate import (confusion_matrix, evaluate, format_table, infer,
                                iou_from_confusion, mean_iou, predict_files, slide_inference)
 from reinlite.config import load_config
-from reinlite.models.segmentor import load_model
+from reinlite.models.segmentor import load_run
 from reinlite.engine.train import train
 from reinlite.viz import normalize_confusion, overlay
 
@@ -106,7 +106,7 @@ def tiny_run(tmp_path_factory):
 
 
 def test_evaluate_writes_table_and_figures(tiny_run):
-    model, cfg = load_model(tiny_run / "run")
+    model, cfg = load_run(tiny_run / "run")
     res = evaluate(model, cfg, ["gta", "cityscapes", "bdd100k"], tiny_run / "ev", progress=False)
     assert set(res["domains"]) == {"gta", "cityscapes", "bdd100k"}
     assert res["targets"] == ["cityscapes", "bdd100k"]

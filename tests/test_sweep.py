@@ -168,7 +168,7 @@ def tiny_config(tmp_path) -> Path:
 
 @pytest.mark.usefixtures("one_thread")
 def test_tiny_sweep_builds_each_method_by_config_and_records_curves(tmp_path, monkeypatch):
-    from reinlite.models.segmentor import load_model
+    from reinlite.models.segmentor import load_run
 
     out = tmp_path / "sweep"
     argv = ["--config", str(tiny_config(tmp_path)), "--groups", "methods", "--only", "rein", "lora",
@@ -180,9 +180,9 @@ def test_tiny_sweep_builds_each_method_by_config_and_records_curves(tmp_path, mo
     for name, method in (("rein", "rein"), ("lora", "lora")):
         r = runs[name]
         assert r["method"] == method and [p["step"] for p in r["curve"]] == [2, 3]
-        model, cfg = load_model(r["checkpoint"])          # the checkpoint rebuilds itself
+        model, cfg = load_run(r["checkpoint"])          # the checkpoint rebuilds itself
         assert cfg.model.method == method
-    assert load_model(runs["lora"]["checkpoint"])[1].model.method_kwargs == {"rank": 8}
+    assert load_run(runs["lora"]["checkpoint"])[1].model.method_kwargs == {"rank": 8}
     assert isinstance(runs["rein"]["curve"][0]["query_cosine"], float)
     assert runs["lora"]["curve"][0]["query_cosine"] is None
     for point in runs["rein"]["curve"]:  # Rein's diagnostics at every evaluation point
