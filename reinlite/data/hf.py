@@ -83,9 +83,22 @@ def to_hf_dataset(ds, path=None, progress: bool = False, class_names=None):
 def _save(cls, path, gen_kwargs: dict) -> None:
     """Stream rows into Arrow files (no full copy in memory) in a scratch cache, then
     ``save_to_disk(path)``; ``gen_kwargs`` of several splits: {split: kwargs}."""
+    datasets = _datasets()
+    quiet = not any(kw.get("progress") for kw in ([gen_kwargs] if cls is datasets.Dataset
+                                                  else gen_kwargs.values()))
+    was_on = datasets.is_progress_bar_enabled()
+    if quiet:
+        datasets.disable_progress_bars()
+    try:
+        _save_rows(cls, path, gen_kwargs, datasets)
+    finally:
+        if quiet and was_on:
+            datasets.enable_progress_bars()
+
+
+def _save_rows(cls, path, gen_kwargs, datasets) -> None:
     import tempfile
 
-    datasets = _datasets()
     with tempfile.TemporaryDirectory(prefix="reinlite-hf-") as tmp:
         def one(kw):
             return datasets.Dataset.from_generator(_rows, features=_features(), gen_kwargs=kw,
