@@ -144,6 +144,7 @@ def test_trained_run_evaluates_and_predicts_from_its_checkpoint(own, capsys, tmp
         t = model.predict(torch.from_numpy(img).permute(2, 0, 1))
         assert isinstance(t, torch.Tensor) and np.array_equal(t.numpy(), labels)
         assert model.overlay(img).shape == (45, 61, 3)
+        assert np.array_equal(model.predict(str(path)), labels)
         seg, cfg = model  # the older (model, cfg) unpacking still works
         assert cfg.data.classes == CLASSES and seg is model.model
 

@@ -289,8 +289,18 @@ def run_eval_cli(args) -> int:
 
 
 def to_uint8_image(image) -> torch.Tensor:
-    """An image as uint8 [3, H, W] (or [B, 3, H, W]): a PIL image, a numpy array [H, W, 3] /
-    [H, W] (uint8, or floats in [0, 1]) or a tensor [3, H, W] / [B, 3, H, W] / [H, W, 3]."""
+    """An image as uint8 [3, H, W] (or [B, 3, H, W]): a file path, a PIL image, a numpy array
+    [H, W, 3] / [H, W] (uint8, or floats in [0, 1]) or a tensor [3, H, W] / [B, 3, H, W] / [H, W, 3]."""
+    if isinstance(image, (str, Path)):
+        from PIL import Image
+
+        if not Path(image).is_file():
+            raise FileNotFoundError(f"image not found: {image}")
+        try:
+            with Image.open(image) as im:
+                image = im.convert("RGB")
+        except Exception as err:
+            raise ValueError(f"{image}: not an image PIL can read ({err})") from err
     if hasattr(image, "convert"):  # PIL
         image = image.convert("RGB")
     x = torch.from_numpy(np.array(image)) if not isinstance(image, torch.Tensor) else image
