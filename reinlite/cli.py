@@ -123,7 +123,7 @@ def run_predict(args) -> int:
 
 # ----------------------------------------------------------------------------- data (data)
 def add_data(sub) -> None:
-    p = sub.add_parser("data", help="datasets: write the embedded benchmark")
+    p = sub.add_parser("data", help="datasets: write the embedded benchmark (folders or a Hugging Face dataset)")
     dsub = p.add_subparsers(dest="data_command", required=True)
     b = dsub.add_parser("benchmark", help="render the embedded DGSS benchmark in the real layouts")
     b.add_argument("--out", required=True, help="output folder (e.g. data/benchmark)")

@@ -85,7 +85,9 @@ def own(tmp_path_factory):
     write_pairs(pairs, "val", 2, start=100)
     (pairs / "classes.json").write_text(json.dumps(CLASSES))
     write_hf(tmp / "hf", pairs)
-    runs = {kind: train(load_config(tiny(tmp, kind, tmp / kind)))["out_dir"] for kind in ("pairs", "hf")}
+    # the hf run reads its batches in a DataLoader worker process (data.num_workers): it pickles
+    runs = {kind: train(load_config(tiny(tmp, kind, tmp / kind, num_workers=int(kind == "hf"))))["out_dir"]
+            for kind in ("pairs", "hf")}
     return tmp, runs
 
 
@@ -230,3 +232,16 @@ def test_benchmark_exports_itself_as_hf(tmp_path, capsys):
         assert len(hf) == len(folders[key])
         a, b = hf.load(1), folders[key].load(1)
         assert np.array_equal(a[0], b[0]) and np.array_equal(a[1], b[1])
+
+
+def test_a_stored_config_from_before_classes_resumes():
+    """A checkpoint's config written before data.classes existed (head.num_classes 19, no
+    data.classes / columns) is the same run as today's resolved config: no changed keys."""
+    from reinlite.config import changed_keys
+
+    new = load_config("course")
+    old = new.to_dict()
+    for key in ("classes", "image_column", "label_column"):
+        del old["data"][key]
+    assert changed_keys(old, new.to_dict()) == []
+    assert changed_keys(old, load_config("course", ["optim.lr=0.5"]).to_dict()) == ["optim.lr"]

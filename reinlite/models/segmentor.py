@@ -65,6 +65,9 @@ def build_model(m: ModelConfig) -> Segmentor:
 
     from reinlite.models.baselines import build_peft_backbone
 
+    if m.head.num_classes is None:
+        raise ConfigError("model.head.num_classes is not resolved: build configs with "
+                          "reinlite.config.load_config, which derives it from data.classes")
     img_size = tuple(m.img_size) if isinstance(m.img_size, (list, tuple)) else m.img_size
     common = dict(pretrained=_pretrained(m.pretrained), img_size=img_size, patch_size=m.patch_size,
                   out_indices=m.out_indices, model_kwargs=dict(m.backbone_kwargs))
