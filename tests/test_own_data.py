@@ -3,7 +3,6 @@ saved Hugging Face dataset -> train a few steps -> evaluate -> predict; its clas
 the checkpoint; bad input gets errors that name the value, the file / row and the sizes."""
 import json
 import pickle
-from pathlib import Path
 
 import numpy as np
 import pytest
