@@ -1,6 +1,9 @@
 """reinlite: Rein (CVPR 2024) for domain-generalized semantic segmentation, small and tested.
 
     from reinlite import Rein, build_backbone, build_model, load_model
+    model = load_model("runs/mine")        # a trained run, ready for scripts (reinlite.Predictor)
+    labels = model.predict(image)          # PIL / numpy / tensor -> class ids at the image's size
+    rgb = model.overlay(image)             # the prediction in the run's class colours
 
 The package's folders are its architecture:
     models/       the Rein layer, the frozen ViT it refines, the baselines, the Mask2Former head,
@@ -16,9 +19,11 @@ The package's folders are its architecture:
 """
 from reinlite.models.backbone import ReinBackbone, build_backbone, parameter_table
 from reinlite.models.rein import Rein
-from reinlite.models.segmentor import build_model, load_model
+from reinlite.models.segmentor import Predictor, build_model, load_model, load_run
+from reinlite.viz import overlay
 from reinlite.weights import CheckpointError, load_rein_checkpoint
 
 __version__ = "0.1.0"
-__all__ = ["Rein", "ReinBackbone", "build_backbone", "build_model", "load_model", "parameter_table",
+__all__ = ["Rein", "ReinBackbone", "build_backbone", "build_model", "load_model", "load_run",
+           "Predictor", "overlay", "parameter_table",
            "load_rein_checkpoint", "CheckpointError", "__version__"]

@@ -90,6 +90,11 @@ def _data_args(p: argparse.ArgumentParser) -> None:
     b.add_argument("--size", type=int, nargs=2, default=(128, 256), metavar=("H", "W"))
     b.add_argument("--workers", type=int, default=0, help="processes (0: one per processor)")
     b.add_argument("--figure", default=None, help="also save a sample figure (PNG) here")
+    b.add_argument("--format", choices=("folders", "hf"), default="folders",
+                   help="folders: the real layouts (default); hf: one Hugging Face DatasetDict "
+                        "(splits train, validation and one per target; data.kind=hf reads it)")
+    b.add_argument("--from", dest="from_dir", default=None,
+                   help="with --format hf: export this already written benchmark instead of rendering one")
 
 
 def _ship_run_args(p: argparse.ArgumentParser) -> None:
@@ -200,7 +205,7 @@ COMMANDS = [
             "reinlite.engine.evaluate:run_predict_cli"),
     Command("ship-run", "copy a finished run's trained weights into reinlite/weights (what the notebooks load)",
             _ship_run_args, run_ship_run),
-    Command("data", "datasets: write the embedded benchmark", _data_args, "reinlite.data.benchmark:run_benchmark_cli"),
+    Command("data", "datasets: write the embedded benchmark (folders or a Hugging Face dataset)", _data_args, "reinlite.data.benchmark:run_benchmark_cli"),
     Command("costs", "step time, peak memory and parameters of Rein vs frozen / full / LoRA / VPT / AdaptFormer",
             f"{X}.costs:add_arguments", f"{X}.costs:run_bench", aliases=("bench",)),
     Command("gpu-check", "the GPU path in one call (<= 8 min): Rein vs full fine-tuning time and memory against "

@@ -91,7 +91,7 @@ class AdaptFormerConfig:
 @dataclass
 class HeadConfig:
     """The Mask2Former head (reinlite.models.head.Mask2FormerHead); defaults are the release's."""
-    num_classes: int = at_least(1, 19)
+    num_classes: Optional[int] = at_least(1, None)  # None: derived from data.classes (see resolve_classes)
     hidden_dim: int = at_least(1, 256)
     num_layers: int = at_least(1, 9)    # decoder layers (3 rounds over the 3 scales)
     num_heads: int = at_least(1, 8)
@@ -140,11 +140,18 @@ RELEASE_SHORT_SIDES = [int(512 * x * 0.1) for x in range(5, 21)]  # 256, 307, ..
 @dataclass
 class DataConfig:
     """Datasets and the training augmentation (reinlite.data.transforms.TrainAugment)."""
-    kind: str = "benchmark"             # benchmark | folders | random (tiny shapes, for tests)
-    root: str = "data/benchmark"
+    kind: str = "benchmark"             # a key of reinlite.data.kinds.DATA_KINDS: benchmark | folders |
+                                        # hf (a Hugging Face dataset) | pairs (images/ + labels/) | random
+    root: str = "data/benchmark"        # hf: a save_to_disk folder or a Hub name; pairs: a folder
+    classes: Optional[list] = None      # class names (label id i = classes[i]); None: read from the
+                                        # dataset (classes.json, HF ClassLabel), else the 19 Cityscapes
+    image_column: str = "image"         # hf: the column of images
+    label_column: str = "label"         # hf: the column of label maps (class ids, 255 = ignore)
     roots: dict = field(default_factory=dict)  # per-domain roots (kind folders): {"gta": ...}
     source: str = "gta"
     source_split: str = "train"
+    # targets: domain names (benchmark, folders); hf / pairs: a split of data.root ("validation")
+    # or "PATH_OR_NAME:SPLIT" (another dataset), each evaluated as an unseen domain
     targets: list = field(default_factory=lambda: ["cityscapes", "bdd100k", "mapillary"])
     target_split: str = "val"
     crop_size: list = field(default_factory=lambda: [512, 512])
@@ -360,7 +367,7 @@ def load_config(name_or_path: Union[str, os.PathLike, dict, Config],
 
     cfg = resolve(apply_overrides(cfg, overrides))
     validate(cfg)
-    return cfg
+    return resolve_classes(cfg)
 
 
 # ---------------------------------------------------------------------------- method-dependent defaults
@@ -411,6 +418,40 @@ def method_options(m: ModelConfig) -> dict:
     return dataclasses.asdict(options)
 
 
+def resolve_classes(cfg: Config) -> Config:
+    """The one place the class list and the head's class count are decided.
+
+    ``data.classes``: the names given, else the dataset's own (``reinlite.data.kinds``: a
+    classes.json beside it, a Hugging Face ClassLabel, the 19 Cityscapes classes of the
+    benchmark and the real layouts). ``model.head.num_classes`` follows: None becomes
+    ``len(data.classes)``; another value is a :class:`ConfigError` naming both. ``cfg`` is
+    changed in place and returned (a checkpoint stores the resolved names)."""
+    from reinlite.data.kinds import dataset_classes
+
+    d, head = cfg.data, cfg.model.head
+    if d.classes is None:
+        d.classes = list(dataset_classes(d))
+    names = d.classes
+    if (not isinstance(names, (list, tuple)) or not names
+            or not all(isinstance(n, str) and n for n in names)):
+        raise ConfigError(f"data.classes must be a non-empty list of class names, got {names!r}")
+    if len(set(names)) != len(names):
+        dup = sorted({n for n in names if names.count(n) > 1})
+        raise ConfigError(f"data.classes names a class twice: {', '.join(dup)}")
+    if len(names) > 255:
+        raise ConfigError(f"data.classes has {len(names)} names; at most 255 (label 255 = ignore)")
+    d.classes = list(names)
+    if head.num_classes is None:
+        head.num_classes = len(names)
+    elif int(head.num_classes) != len(names):
+        shown = ", ".join(names[:8]) + (", ..." if len(names) > 8 else "")
+        raise ConfigError(
+            f"model.head.num_classes={head.num_classes} conflicts with data.classes ({len(names)} "
+            f"classes: {shown}): the head's class count is derived from data.classes; drop "
+            f"model.head.num_classes")
+    return cfg
+
+
 def num_queries(model: ModelConfig) -> int:
     """The decoder's query count: Rein's tokens when Rein makes the queries; otherwise
     ``head.num_queries``, or as many as Rein would have tokens (so every method of a
@@ -425,11 +466,12 @@ def num_queries(model: ModelConfig) -> int:
 # ---------------------------------------------------------------------------- comparing configs (resuming a run, extending a sweep)
 def normalise(values: dict) -> dict:
     """A stored config dict as this version reads it: keys added since it was written take
-    their defaults, old forms are folded in (:func:`resolve`). Unreadable dicts are returned
+    their defaults, old forms are folded in (:func:`resolve`), the class list is resolved
+    (:func:`resolve_classes`). Unreadable dicts are returned
     as they are (the comparison then names every difference)."""
     try:
-        return from_dict(values).to_dict()
-    except ConfigError:
+        return resolve_classes(from_dict(values)).to_dict()
+    except (ConfigError, OSError, ValueError):
         return values
 
 

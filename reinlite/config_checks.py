@@ -24,7 +24,9 @@ def validate(cfg: Config) -> None:
     _one_of("model.head.pixel_decoder", m.head.pixel_decoder, PIXEL_DECODERS)
     _one_of("eval.mode", cfg.eval.mode, ("slide", "whole"))
     _one_of("amp", cfg.amp, ("auto", "bf16", "none", None))
-    _one_of("data.kind", d.kind, ("benchmark", "folders", "random"))
+    from reinlite.data.kinds import DATA_KINDS
+
+    _one_of("data.kind", d.kind, tuple(DATA_KINDS))
     _check_backbone(m.backbone)
     method_options(m)  # options of another kind than the method takes
     if m.method == "rein" and m.rein is None:

@@ -45,8 +45,9 @@ def plot_confusion(cm: np.ndarray, class_names: Sequence[str], title: str = "", 
     m = normalize_confusion(cm)
     im = ax.imshow(m, cmap="Blues", vmin=0, vmax=1)
     k = len(class_names)
-    ax.set_xticks(range(k), class_names, rotation=90, fontsize=7)
-    ax.set_yticks(range(k), class_names, fontsize=7)
+    size = 7 if k <= 30 else max(3, int(210 / k))
+    ax.set_xticks(range(k), class_names, rotation=90, fontsize=size)
+    ax.set_yticks(range(k), class_names, fontsize=size)
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
     if title:
@@ -56,7 +57,8 @@ def plot_confusion(cm: np.ndarray, class_names: Sequence[str], title: str = "", 
 
 def confusion_figure(cms: dict, class_names: Sequence[str], path: Optional[str | Path] = None,
                      mious: Optional[dict] = None):
-    """One row-normalised confusion matrix per domain, side by side; saved to ``path``."""
+    """One row-normalised confusion matrix per domain, side by side; saved to ``path``.
+    ``class_names``: the K names of the [K, K] matrices (the run's data.classes)."""
     plt = _plt()
     n = len(cms)
     cols = min(n, 3)
@@ -96,15 +98,22 @@ def miou_bar_figure(mious: dict, path: Optional[str | Path] = None, title: str =
     return fig
 
 
-def overlay(image: np.ndarray, train_ids: np.ndarray, alpha: float = 0.5) -> np.ndarray:
-    """Blend the Cityscapes colours of ``train_ids`` [H, W] over ``image`` uint8 [H, W, 3]
-    (ignored / unknown ids keep the image)."""
-    from reinlite.data.classes import colorize
+def overlay(image, train_ids, alpha: float = 0.5, classes=None) -> np.ndarray:
+    """Blend the class colours of ``train_ids`` [H, W] over ``image`` (uint8 [H, W, 3], or a
+    PIL image) -> uint8 [H, W, 3]; ignored / unknown ids keep the image.
 
-    image = np.asarray(image, dtype=np.uint8)
-    ids = np.asarray(train_ids)
-    color = colorize(ids).astype(np.float32)
-    keep = (ids >= 0) & (ids < 19)
+    ``classes``: the class names (or count K) whose palette to use
+    (reinlite.data.classes.palette); default the 19 Cityscapes classes."""
+    from reinlite.data.classes import CLASSES, colorize, palette
+
+    image = np.asarray(image.convert("RGB") if hasattr(image, "convert") else image, dtype=np.uint8)
+    ids = np.asarray(train_ids.cpu() if hasattr(train_ids, "cpu") else train_ids)
+    if ids.shape != image.shape[:2]:
+        raise ValueError(f"overlay: the label map is {ids.shape[1]}x{ids.shape[0]} but the image "
+                         f"is {image.shape[1]}x{image.shape[0]} (W x H)")
+    colors = palette(CLASSES if classes is None else classes)
+    color = colorize(ids, colors=colors).astype(np.float32)
+    keep = (ids >= 0) & (ids < len(colors))
     out = image.astype(np.float32)
     out[keep] = (1 - alpha) * out[keep] + alpha * color[keep]
     return out.round().clip(0, 255).astype(np.uint8)

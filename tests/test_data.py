@@ -173,3 +173,28 @@ def test_cli_data_benchmark(tmp_path, capsys):
     assert rc == 0
     assert "wrote" in capsys.readouterr().out
     assert len(benchmark_datasets(tmp_path / "b")["gta"]) == 2
+
+
+# ------------------------------------------------------------------------- kinds, palettes
+def test_kinds_are_a_registry_and_targets_parse():
+    from reinlite.config import ConfigError, load_config
+    from reinlite.data.kinds import DATA_KINDS, split_target
+
+    assert {"benchmark", "folders", "hf", "pairs", "random"} <= set(DATA_KINDS)
+    with pytest.raises(ConfigError, match="data.kind must be one of .*hf.* got 'hff' \\(did you mean 'hf'"):
+        load_config({}, ["data.kind=hff"])
+    assert split_target("validation") == (None, "validation")
+    assert split_target("data/other:test") == ("data/other", "test")
+    assert split_target("user/scenes:validation") == ("user/scenes", "validation")
+    assert split_target("C:\\data\\set") == (None, "C:\\data\\set")
+
+
+def test_palette_for_k_classes():
+    assert np.array_equal(C.palette(C.CLASSES), C.PALETTE)
+    pal = C.palette(["background", "crack", "rust"])
+    assert pal.shape == (3, 3) and len({tuple(c) for c in pal}) == 3
+    many = C.palette(40)
+    assert many.shape == (40, 3) and len({tuple(c) for c in many}) == 40
+    rgb = C.colorize(np.array([[0, 2, 255, 7]]), colors=pal)
+    assert rgb[0, 1].tolist() == pal[2].tolist() and rgb[0, 2].tolist() == [0, 0, 0]
+    assert rgb[0, 3].tolist() == [0, 0, 0]  # an id >= K is drawn as ignored

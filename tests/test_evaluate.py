@@ -9,7 +9,7 @@ from reinlite import cli
 from reinlite.engine.evaluate import (confusion_matrix, evaluate, format_table, infer,
                                iou_from_confusion, mean_iou, predict_files, slide_inference)
 from reinlite.config import load_config
-from reinlite.models.segmentor import load_model
+from reinlite.models.segmentor import load_run
 from reinlite.engine.train import train
 from reinlite.viz import normalize_confusion, overlay
 
@@ -95,7 +95,7 @@ def tiny_run(tmp_path_factory, tiny_config):
 
 
 def test_evaluate_writes_table_and_figures(tiny_run):
-    model, cfg = load_model(tiny_run / "run")
+    model, cfg = load_run(tiny_run / "run")
     res = evaluate(model, cfg, ["gta", "cityscapes", "bdd100k"], tiny_run / "ev", progress=False)
     assert set(res["domains"]) == {"gta", "cityscapes", "bdd100k"}
     assert res["targets"] == ["cityscapes", "bdd100k"]
@@ -169,3 +169,16 @@ def test_keep_ratio_resize_is_mmsegs():
     assert domain_resize(e, "mapillary", (1500, 2000)) == (512, 683)
     assert domain_resize(e, "cityscapes", (1500, 2000)) is None
     assert domain_resize(EvalConfig(resize=[64, 128]), "x", (10, 10)) == (64, 128)
+
+
+def test_overlay_uses_the_runs_classes():
+    from reinlite.data.classes import palette
+
+    img = np.zeros((2, 3, 3), np.uint8)
+    ids = np.array([[0, 1, 2], [3, 255, 1]])
+    out = overlay(img, ids, alpha=1.0, classes=["bg", "crack", "rust"])
+    pal = palette(["bg", "crack", "rust"])
+    assert out[0, 2].tolist() == pal[2].tolist()
+    assert out[1, 0].tolist() == [0, 0, 0] and out[1, 1].tolist() == [0, 0, 0]  # id 3 >= K, 255: image
+    with pytest.raises(ValueError, match="label map is 2x1 but the image is 3x2"):
+        overlay(img, np.zeros((1, 2)), classes=3)

@@ -230,7 +230,7 @@ def test_from_config_and_the_pixel_decoder_registry():
                         num_layers=3, num_heads=4, ffn_dim=64, mask_dim=16, pixel_decoder="fpn")
     assert all(torch.equal(a.state_dict()[k], v) for k, v in b.state_dict().items())
     assert isinstance(a.pixel_decoder, FPNPixelDecoder) and set(PIXEL_DECODERS) == {"fpn", "msdeform"}
-    msd = Mask2FormerHead.from_config(HeadConfig(hidden_dim=32, num_heads=4, pixel_decoder_layers=1), 24, 4)
+    msd = Mask2FormerHead.from_config(HeadConfig(num_classes=19, hidden_dim=32, num_heads=4, pixel_decoder_layers=1), 24, 4)
     assert isinstance(msd.pixel_decoder, MSDeformAttnPixelDecoder) and len(msd.pixel_decoder.layers) == 1
     with pytest.raises(ValueError, match="pixel_decoder must be one of msdeform, fpn"):
         Mask2FormerHead(24, pixel_decoder="unet")

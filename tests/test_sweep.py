@@ -156,7 +156,7 @@ def tiny_config_file(tmp_path, tiny_config) -> Path:
 @pytest.mark.slow
 @pytest.mark.usefixtures("one_thread")
 def test_tiny_sweep_builds_each_method_by_config_and_records_curves(tmp_path, monkeypatch, tiny_config):
-    from reinlite.models.segmentor import load_model
+    from reinlite.models.segmentor import load_run
 
     out = tmp_path / "sweep"
     config = tiny_config_file(tmp_path, tiny_config)
@@ -169,9 +169,9 @@ def test_tiny_sweep_builds_each_method_by_config_and_records_curves(tmp_path, mo
     for name, method in (("rein", "rein"), ("lora", "lora")):
         r = runs[name]
         assert r["method"] == method and [p["step"] for p in r["curve"]] == [2, 3]
-        model, cfg = load_model(r["checkpoint"])          # the checkpoint rebuilds itself
+        model, cfg = load_run(r["checkpoint"])          # the checkpoint rebuilds itself
         assert cfg.model.method == method
-    assert load_model(runs["lora"]["checkpoint"])[1].model.lora.rank == 8
+    assert load_run(runs["lora"]["checkpoint"])[1].model.lora.rank == 8
     assert isinstance(runs["rein"]["curve"][0]["query_cosine"], float)
     assert runs["lora"]["curve"][0]["query_cosine"] is None
     for point in runs["rein"]["curve"]:  # Rein's diagnostics at every evaluation point

@@ -12,7 +12,7 @@ from reinlite.engine.checkpoint import load_trainable, read_run_checkpoint
 from reinlite.weights import CheckpointError
 from reinlite.config import ConfigError, load_config
 from reinlite.data.pipeline import StepBatchSampler
-from reinlite.models.segmentor import build_model, load_model
+from reinlite.models.segmentor import build_model, load_run
 from reinlite.engine.optim import param_groups, poly_lr
 from reinlite.engine.train import NonFiniteLoss, train
 
@@ -127,7 +127,7 @@ def test_non_finite_loss_stops_and_keeps_checkpoint(tmp_path, monkeypatch):
 def test_checkpoint_of_another_model_lists_keys(tmp_path):
     cfg = load_config(tiny_cfg(tmp_path, optim={"iters": 1}))
     train(cfg)
-    model, _ = load_model(tmp_path / "run")  # its own config: loads
+    model, _ = load_run(tmp_path / "run")  # its own config: loads
     other = load_config(tiny_cfg(tmp_path), ["model.rein.rank=null", "model.head.num_layers=3"])
     torch.manual_seed(0)
     with pytest.raises(CheckpointError) as err:
@@ -217,7 +217,7 @@ def test_checkpoint_records_the_method_and_rebuilds_it(tmp_path):
     cfg = load_config(tiny_cfg(tmp_path, optim={"iters": 1}),
                       ["model.method=lora", "model.method_kwargs.rank=2", "data.crop_size=[64,64]"])
     train(cfg)
-    model, stored = load_model(tmp_path / "run")
+    model, stored = load_run(tmp_path / "run")
     assert stored.model.method == "lora" and stored.model.lora.rank == 2  # method_kwargs folded in
     assert model.backbone.method == "lora"
 
@@ -241,5 +241,5 @@ def test_ship_run_and_load_it_back(tmp_path, monkeypatch):
     assert record["sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
     assert record["evaluation"]["mean_targets"] == 1.5 and record["step"] == 1
     assert course.find_checkpoint("tiny") == path
-    model, stored = load_model(path)
+    model, stored = load_run(path)
     assert stored == cfg

@@ -259,7 +259,7 @@ def trained_model(name: str = "course", train_steps: Optional[int] = None, verbo
     takes minutes on a CPU).
     """
     from reinlite.config import load_config
-    from reinlite.models.segmentor import load_model
+    from reinlite.models.segmentor import load_run
     from reinlite.engine.train import train
 
     path = find_checkpoint(name)
@@ -271,7 +271,7 @@ def trained_model(name: str = "course", train_steps: Optional[int] = None, verbo
         if verbose:
             print(f"no trained checkpoint for '{name}' (run `reinlite train --config {name}`)")
         return None
-    model, cfg = load_model(path)
+    model, cfg = load_run(path)
     if verbose:
         print(f"loaded the trained '{name}' run ({cfg.optim.iters} steps) from {shown_path(path)}")
     return model, cfg

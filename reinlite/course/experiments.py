@@ -42,7 +42,7 @@ from reinlite.config_checks import validate
 from reinlite.engine.evaluate import evaluate
 from reinlite.engine.train import train
 from reinlite.models import rein as rein_module
-from reinlite.models.segmentor import load_model
+from reinlite.models.segmentor import load_run
 
 __all__ = ["quick_run", "run_signature", "without_sink", "METRICS", "metric"]
 
@@ -159,7 +159,7 @@ def quick_run(rein_options: Optional[Mapping[str, Any]] = None, steps: int = 100
             stack.enter_context(without_sink())
         t0 = time.perf_counter()
         result = train(cfg)
-        model, _ = load_model(result["checkpoint"], cfg)
+        model, _ = load_run(result["checkpoint"], cfg)
         names = list(domains) if domains else [cfg.data.source] + list(cfg.data.targets)
         scores = evaluate(model, cfg, names, progress=False)
         seconds = time.perf_counter() - t0

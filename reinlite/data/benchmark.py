@@ -254,6 +254,8 @@ def run_benchmark_cli(args) -> int:
     """``reinlite data benchmark``: write, time and summarise the benchmark."""
     import time
 
+    if getattr(args, "format", "folders") == "hf":
+        return _export_hf_cli(args)
     if args.source < 1 or args.target < 1:
         raise ValueError("--source and --target must be at least 1")
     start = time.perf_counter()
@@ -267,4 +269,26 @@ def run_benchmark_cli(args) -> int:
           f"in {took:.1f} s ({n / took:.0f} images/s, {workers} worker{'s' if workers > 1 else ''})")
     if args.figure:
         print(f"sample figure: {sample_figure(args.out, args.figure)}")
+    return 0
+
+
+def _export_hf_cli(args) -> int:
+    """``reinlite data benchmark --format hf --out DIR [--from BENCHMARK]``: the benchmark as
+    one Hugging Face DatasetDict (rendered into a scratch folder first unless --from)."""
+    import tempfile
+    import time
+
+    from reinlite.data.hf import benchmark_to_hf
+
+    start = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="reinlite-bench-") as tmp:
+        src = args.from_dir
+        if src is None:
+            src = tmp
+            args_copy = type(args)(**{**vars(args), "format": "folders", "out": tmp, "figure": None})
+            run_benchmark_cli(args_copy)
+        dd = benchmark_to_hf(src, args.out, progress=False)
+    per = ", ".join(f"{k}: {len(v)}" for k, v in dd.items())
+    print(f"wrote the Hugging Face dataset {args.out} ({per}; classes.json beside it) in "
+          f"{time.perf_counter() - start:.1f} s; train on it with data.kind=hf data.root={args.out}")
     return 0

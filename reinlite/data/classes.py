@@ -18,7 +18,7 @@ import numpy as np
 __all__ = ["CLASSES", "NUM_CLASSES", "IGNORE_INDEX", "PALETTE", "CITYSCAPES_LABEL_IDS",
            "CITYSCAPES_LUT", "TRAIN_ID_LUT", "SYNTHIA_TO_TRAIN", "SYNTHIA_LUT",
            "MAPILLARY_V12", "MAPILLARY_V12_TO_TRAIN", "mapillary_lut", "make_lut", "map_ids",
-           "colorize", "TRAIN_TO_LABEL_ID"]
+           "colorize", "palette", "TRAIN_TO_LABEL_ID"]
 
 CLASSES = ("road", "sidewalk", "building", "wall", "fence", "pole", "traffic light",
            "traffic sign", "vegetation", "terrain", "sky", "person", "rider", "car", "truck",
@@ -176,8 +176,31 @@ def map_ids(ids: np.ndarray, lut: np.ndarray) -> np.ndarray:
     return out
 
 
-def colorize(train_ids, ignore_color=(0, 0, 0)) -> np.ndarray:
-    """Train ids [H, W] (numpy or torch) -> uint8 RGB [H, W, 3] in the Cityscapes palette."""
+def palette(classes=CLASSES) -> np.ndarray:
+    """uint8 [K, 3] colours for a class list (or a class count K): the Cityscapes palette for
+    the 19 Cityscapes classes, else K distinct colours (hues spaced by the golden angle,
+    alternating brightness; class 0 dark grey, as a background usually is)."""
+    import colorsys
+
+    names = list(classes) if not isinstance(classes, int) else None
+    k = len(names) if names is not None else int(classes)
+    if names == list(CLASSES) or (names is None and k == NUM_CLASSES):
+        return PALETTE.copy()
+    out = np.zeros((k, 3), np.uint8)
+    for i in range(k):
+        if i == 0:
+            out[i] = (64, 64, 64)
+            continue
+        h = ((i - 1) * 0.618033988749895) % 1.0
+        v = 0.95 if i % 2 else 0.7
+        out[i] = np.round(np.array(colorsys.hsv_to_rgb(h, 0.85, v)) * 255)
+    return out
+
+
+def colorize(train_ids, ignore_color=(0, 0, 0), colors: np.ndarray | None = None) -> np.ndarray:
+    """Class ids [H, W] (numpy or torch) -> uint8 RGB [H, W, 3]; ``colors`` [K, 3] (default the
+    Cityscapes palette, see :func:`palette`); ids >= K (and 255) get ``ignore_color``."""
     t = np.asarray(train_ids.cpu() if hasattr(train_ids, "cpu") else train_ids).astype(np.int64)
-    pal = np.concatenate([PALETTE, np.tile(np.asarray(ignore_color, np.uint8), (256 - NUM_CLASSES, 1))])
+    colors = PALETTE if colors is None else np.asarray(colors, np.uint8)
+    pal = np.concatenate([colors, np.tile(np.asarray(ignore_color, np.uint8), (256 - len(colors), 1))])
     return pal[np.clip(t, 0, 255)]

@@ -111,6 +111,9 @@ class SegmentationFolder(torch.utils.data.Dataset):
         name: shown in messages.
     """
 
+    #: the names of the label ids it returns (the real layouts map to the 19 Cityscapes train ids)
+    label_names = C.CLASSES
+
     def __init__(self, pairs, transform: Optional[Callable] = None, name: str = "dataset",
                  skipped: int = 0):
         self.pairs = list(pairs)

@@ -145,33 +145,11 @@ def resolve_path(path) -> Path:
 
 def build_dataset(cfg: Config, domain: str, split: str):
     """A dataset of the domain (items: dict(image, label[, name]) or (image, label)) with
-    Cityscapes *train ids* (0..18, 255 ignore) as labels."""
-    d = cfg.data
-    kind = d.kind
-    if kind == "random":
-        seed = mix_seed(cfg.seed, domain, split) % 100000
-        return RandomShapesDataset(d.random_count, d.random_size, cfg.model.head.num_classes,
-                                   seed=seed)
-    if kind == "benchmark":
-        from reinlite.data.benchmark import benchmark_datasets
+    class ids (0..K-1, 255 ignore) as labels, built by the ``data.kind``'s entry of
+    :data:`reinlite.data.kinds.DATA_KINDS`."""
+    from reinlite.data.kinds import DATA_KINDS
 
-        root = resolve_path(d.roots.get(domain, d.root) if d.roots else d.root)
-        sets = benchmark_datasets(root)
-        key = domain if not (domain == "gta" and split == "val") else "gta_val"
-        if key not in sets:
-            raise ConfigError(f"domain {domain!r} is not in the benchmark at {root} "
-                              f"(it has {', '.join(sorted(sets))})")
-        return sets[key]
-    if kind == "folders":
-        from reinlite.data.datasets import build_dataset as folder_dataset
-
-        root = d.roots.get(domain) if d.roots else None
-        if root is None:
-            raise ConfigError(f"data.roots has no folder for domain {domain!r}")
-        name = {"gta": "gta5"}.get(domain, domain)
-        if name == "synthia":
-            return folder_dataset(name, root)
-        if name == "mapillary" and split == "val":
-            split = "validation"
-        return folder_dataset(name, root, split=split)
-    raise ConfigError(f"unknown data.kind {kind!r}: use benchmark, folders or random")
+    kind = DATA_KINDS.get(cfg.data.kind)
+    if kind is None:
+        raise ConfigError(f"unknown data.kind {cfg.data.kind!r}: use one of {', '.join(DATA_KINDS)}")
+    return kind.build(cfg, domain, split)

@@ -15,7 +15,7 @@ from typing import Sequence
 from reinlite.config import load_config
 from reinlite.data.pipeline import resolve_path
 from reinlite.engine.evaluate import evaluate
-from reinlite.models.segmentor import load_model
+from reinlite.models.segmentor import load_run
 from reinlite.engine.train import train
 
 log = logging.getLogger(__name__)
@@ -35,7 +35,7 @@ def run_demo(config: str = "course", overrides: Sequence[str] = (), eval_source:
     t1 = time.perf_counter()
     result = train(cfg)
     t2 = time.perf_counter()
-    model, _ = load_model(result["checkpoint"], cfg)
+    model, _ = load_run(result["checkpoint"], cfg)
     domains = ([d.source] if eval_source else []) + list(d.targets)
     out_dir = cfg.run_dir / "eval"
     res = evaluate(model, cfg, domains, out_dir)

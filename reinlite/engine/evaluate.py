@@ -2,6 +2,7 @@
 
     reinlite eval --checkpoint runs/course [--domains cityscapes bdd100k] [key=value ...]
     reinlite predict street.png --checkpoint runs/course [--out DIR]
+    labels = predict_image(model, cfg, image)     # PIL / numpy [H, W, 3] / tensor -> [H, W]
 
 IoU of class k from the confusion matrix M (rows: true class, columns: predicted):
     IoU_k = M[k, k] / (sum_j M[k, j] + sum_i M[i, k] - M[k, k])
@@ -30,7 +31,7 @@ from reinlite.config import Config, EvalConfig, load_config
 from reinlite.errors import InputError
 from reinlite.data.pipeline import build_dataset, load_sample
 from reinlite.data.transforms import normalize
-from reinlite.models.segmentor import Segmentor, load_model
+from reinlite.models.segmentor import Segmentor, load_run
 
 log = logging.getLogger(__name__)
 
@@ -203,22 +204,26 @@ def evaluate(model: Segmentor, cfg: Config, domains: Optional[Sequence[str]] = N
              out_dir: Optional[str | Path] = None, progress: bool = True) -> dict:
     """Evaluate on each domain; returns {"domains": {d: {"miou", "iou", "images"}},
     "mean": mean mIoU of the target domains, "table": markdown}. With ``out_dir``, writes
-    metrics.json, results.md, confusion.png and miou.png there."""
+    metrics.json, results.md, confusion.png and miou.png there. Classes are the run's
+    ``data.classes``; a dataset that names other classes is refused (naming both lists)."""
     from reinlite.data.classes import CLASSES
+    from reinlite.data.kinds import check_same_classes
 
     d = cfg.data
+    names = list(d.classes or CLASSES)
     domains = list(domains) if domains else list(d.targets)
     results, cms = {}, {}
     t0 = time.perf_counter()
     for dom in domains:
         ds = build_dataset(cfg, dom, d.target_split)
+        check_same_classes(getattr(ds, "label_names", None), names, f"domain {dom!r}")
         cm = evaluate_dataset(model, ds, cfg, dom, progress)
         cms[dom] = cm.numpy()
         iou = iou_from_confusion(cms[dom])
         n = len(ds) if cfg.eval.max_images is None else min(len(ds), cfg.eval.max_images)
         results[dom] = dict(miou=mean_iou(cms[dom]), images=n,
                             iou={c: (None if np.isnan(v) else round(float(v) * 100, 2))
-                                 for c, v in zip(CLASSES, iou)})
+                                 for c, v in zip(names, iou)})
     targets = [x for x in domains if x != d.source]
     mean = float(np.mean([results[x]["miou"] for x in targets])) if targets else float("nan")
     out = dict(domains=results, mean=mean, targets=targets, seconds=time.perf_counter() - t0)
@@ -231,7 +236,6 @@ def evaluate(model: Segmentor, cfg: Config, domains: Optional[Sequence[str]] = N
         (out_dir / "metrics.json").write_text(json.dumps(
             {k: v for k, v in out.items() if k != "table"}, indent=1) + "\n")
         (out_dir / "results.md").write_text(out["table"] + "\n")
-        names = [c for c in CLASSES]
         confusion_figure(cms, names, out_dir / "confusion.png",
                          mious={k: v["miou"] for k, v in results.items()})
         bars = {k: v["miou"] for k, v in results.items()}
@@ -266,7 +270,7 @@ def _model_from_args(args):
         raise FileNotFoundError(f"checkpoint not found: {args.checkpoint}")
     overrides = getattr(args, "overrides", ()) or ()
     cfg = load_config(args.config, overrides) if getattr(args, "config", None) else None
-    model, cfg = load_model(args.checkpoint, cfg, () if cfg else overrides)
+    model, cfg = load_run(args.checkpoint, cfg, () if cfg else overrides)
     if cfg.threads:
         torch.set_num_threads(int(cfg.threads))
     device = torch.device("cuda" if torch.cuda.is_available() and cfg.device != "cpu" else "cpu")
@@ -285,15 +289,59 @@ def run_eval_cli(args) -> int:
     return 0
 
 
+def to_uint8_image(image) -> torch.Tensor:
+    """An image as uint8 [3, H, W] (or [B, 3, H, W]): a file path, a PIL image, a numpy array
+    [H, W, 3] / [H, W] (uint8, or floats in [0, 1]) or a tensor [3, H, W] / [B, 3, H, W] / [H, W, 3]."""
+    if isinstance(image, (str, Path)):
+        from PIL import Image
+
+        if not Path(image).is_file():
+            raise FileNotFoundError(f"image not found: {image}")
+        try:
+            with Image.open(image) as im:
+                image = im.convert("RGB")
+        except Exception as err:
+            raise ValueError(f"{image}: not an image PIL can read ({err})") from err
+    if hasattr(image, "convert"):  # PIL
+        image = image.convert("RGB")
+    x = torch.from_numpy(np.array(image)) if not isinstance(image, torch.Tensor) else image
+    if x.ndim == 2:
+        x = x[None].expand(3, -1, -1)
+    if x.ndim == 3 and x.shape[0] not in (1, 3, 4) and x.shape[-1] in (1, 3, 4):
+        x = x.permute(2, 0, 1)
+    if x.ndim not in (3, 4) or x.shape[-3] not in (1, 3, 4):
+        raise ValueError(f"expected an image [H, W, 3] (numpy / PIL) or [3, H, W] (tensor), got "
+                         f"shape {tuple(x.shape)}")
+    if x.shape[-3] == 4:   # RGBA: drop alpha
+        x = x[..., :3, :, :]
+    elif x.shape[-3] == 1:
+        x = x.expand(*x.shape[:-3], 3, *x.shape[-2:])
+    if x.is_floating_point():
+        x = (x * 255.0).round().clamp(0, 255)
+    return x.to(torch.uint8).contiguous()
+
+
+def predict_image(model: Segmentor, cfg: Config, image, domain: str = "") -> torch.Tensor:
+    """Class ids [H, W] (long, on the CPU) of one image at its own size (or [B, H, W] for a
+    batch), by the run's eval config: ``eval.mode`` slide or whole, ``eval.resize``. An image
+    size the patch size does not divide is padded (zeros after normalisation, cropped off
+    after), never an error."""
+    e = cfg.eval
+    x = to_uint8_image(image)
+    device = next(model.parameters()).device
+    amp = cfg.amp == "bf16" or (cfg.amp == "auto" and device.type == "cuda")
+    resize = domain_resize(e, domain, x.shape[-2:]) if (domain or not isinstance(e.resize, dict)) else None
+    return infer(model, x, e.mode, e.crop, e.stride, resize, cfg.model.head.num_classes, amp).cpu()
+
+
 def predict_files(model: Segmentor, cfg: Config, paths: Sequence[str | Path],
                   out: Optional[str | Path] = None, alpha: float = 0.5) -> list[Path]:
-    """Write ``<stem>_pred.png`` (overlay) for each image, next to it or in ``out``."""
+    """Write ``<stem>_pred.png`` (overlay in the run's class colours) for each image, next to
+    it or in ``out``."""
     from PIL import Image
 
     from reinlite.viz import overlay
 
-    e = cfg.eval
-    k = cfg.model.head.num_classes
     written = []
     for p in paths:
         p = Path(p)
@@ -303,12 +351,10 @@ def predict_files(model: Segmentor, cfg: Config, paths: Sequence[str | Path],
             img = np.array(Image.open(p).convert("RGB"))
         except Exception as err:
             raise InputError(f"{p}: not an image PIL can read ({err})") from err
-        resize = domain_resize(e, "", img.shape[:2]) if not isinstance(e.resize, dict) else None
-        pred = infer(model, torch.from_numpy(img).permute(2, 0, 1).contiguous(), e.mode,
-                     e.crop, e.stride, resize, k)
+        pred = predict_image(model, cfg, img)
         target = (Path(out) if out else p.parent) / f"{p.stem}_pred.png"
         target.parent.mkdir(parents=True, exist_ok=True)
-        Image.fromarray(overlay(img, pred.cpu().numpy(), alpha)).save(target)
+        Image.fromarray(overlay(img, pred.numpy(), alpha, classes=cfg.data.classes)).save(target)
         written.append(target)
     return written
 

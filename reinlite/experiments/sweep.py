@@ -6,7 +6,7 @@ Every run is the course training (``reinlite.engine.train.train``) with the *sam
 ``model.method_kwargs``, which the config folds into ``model.lora`` / ``vpt`` / ``adaptformer``), and
 per run ``model.backbone`` / ``model.pretrained`` (``--backbones``). The one builder
 (``reinlite.models.segmentor.build_model(cfg.model)``) builds every method, so each run's checkpoint
-records its method and rebuilds itself (``reinlite.models.segmentor.load_model``; the sweep evaluates
+records its method and rebuilds itself (``reinlite.models.segmentor.load_run``; the sweep evaluates
 through it). Each run is evaluated on the source's held-out split and every unseen target
 domain; the tables give mean +- standard deviation over seeds per domain.
 
@@ -183,9 +183,9 @@ def _evaluate_checkpoint(checkpoint, domains, expect_method: str) -> tuple[dict,
     import torch
 
     from reinlite.engine.evaluate import evaluate
-    from reinlite.models.segmentor import load_model
+    from reinlite.models.segmentor import load_run
 
-    model, cfg = load_model(checkpoint)
+    model, cfg = load_run(checkpoint)
     if cfg.model.method != expect_method:
         raise SweepError(f"{checkpoint} rebuilt as method {cfg.model.method!r}, expected {expect_method!r}")
     with torch.no_grad():

@@ -372,6 +372,9 @@ class Mask2FormerHead(nn.Module):
         self.num_heads, self.num_layers = num_heads, num_layers
         if pixel_decoder not in PIXEL_DECODERS:
             raise ValueError(f"pixel_decoder must be one of {', '.join(PIXEL_DECODERS)}, got {pixel_decoder!r}")
+        if num_classes is None or num_classes < 1:
+            raise ValueError(f"num_classes must be the dataset's class count (>= 1), got {num_classes!r} "
+                             f"(load_config derives model.head.num_classes from data.classes)")
         self.pixel_decoder = PIXEL_DECODERS[pixel_decoder](
             in_channels, hidden_dim, mask_dim, pixel_decoder_layers, num_heads, pixel_decoder_points,
             pixel_decoder_ffn)
