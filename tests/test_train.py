@@ -248,7 +248,8 @@ def test_ship_run_and_load_it_back(tmp_path, monkeypatch):
     monkeypatch.setattr(B, "WEIGHTS_DIR", tmp_path / "weights")
     (tmp_path / "weights").mkdir()
     monkeypatch.delenv("REINLITE_CHECKPOINT", raising=False)
-    path = course.ship_run(tmp_path / "run", "tiny", command="reinlite train ...")
+    path = course.ship_run(tmp_path / "run", "tiny", command="reinlite train ...", dest=tmp_path / "weights")
+    assert path.parent == tmp_path / "weights"
     record = json.loads(path.with_suffix(".json").read_text())
     assert record["sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
     assert record["evaluation"]["mean_targets"] == 1.5 and record["step"] == 1
