@@ -108,6 +108,7 @@ def train(cfg: Config, *, stop_at: Optional[int] = None,
     if cfg.threads:
         torch.set_num_threads(int(cfg.threads))
     rank, world, device = setup_distributed(cfg.device)
+    amp_on = amp_enabled(cfg.amp, device)
     is_main = rank == 0
     out_dir = cfg.run_dir
     o, t = cfg.optim, cfg.train
@@ -131,7 +132,6 @@ def train(cfg: Config, *, stop_at: Optional[int] = None,
         optimizer.load_state_dict(read_optimizer_state(ckpt_path, start))
         if is_main and start < iters:
             log.info("resuming from %s at step %d", ckpt_path, start)
-    amp_on = amp_enabled(cfg.amp, device)
     net: nn.Module = model
     if world > 1:
         net = nn.parallel.DistributedDataParallel(
