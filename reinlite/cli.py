@@ -139,9 +139,9 @@ def run_demo(args) -> int:
 
 
 def run_ship_run(args) -> int:
-    from reinlite.course import ship_run
+    from reinlite.course import checkout_weights_dir, ship_run
 
-    path = ship_run(args.run_dir, args.name, args.command)
+    path = ship_run(args.run_dir, args.name, args.command, dest=checkout_weights_dir())
     print(f"wrote {path} and {path.with_suffix('.json')}")
     return 0
 

@@ -236,10 +236,35 @@ def test_ship_run_and_load_it_back(tmp_path, monkeypatch):
     monkeypatch.setattr(B, "WEIGHTS_DIR", tmp_path / "weights")
     (tmp_path / "weights").mkdir()
     monkeypatch.delenv("REINLITE_CHECKPOINT", raising=False)
-    path = course.ship_run(tmp_path / "run", "tiny", command="reinlite train ...")
+    path = course.ship_run(tmp_path / "run", "tiny", command="reinlite train ...", dest=tmp_path / "weights")
+    assert path.parent == tmp_path / "weights"
     record = json.loads(path.with_suffix(".json").read_text())
     assert record["sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
     assert record["evaluation"]["mean_targets"] == 1.5 and record["step"] == 1
     assert course.find_checkpoint("tiny") == path
     model, stored = load_run(path)
     assert stored == cfg
+
+
+def test_paths_come_from_the_current_directory_not_the_package(tmp_path, monkeypatch):
+    """ship-run writes only into an explicit folder; the checkout is found from the current
+    directory (or its parent: notebooks run in notebooks/), data paths likewise."""
+    from reinlite import course
+    from reinlite.data.pipeline import resolve_path
+
+    monkeypatch.chdir(tmp_path)
+    assert course.repo_root() is None
+    with pytest.raises(FileNotFoundError, match="not the root of a reinlite checkout"):
+        course.checkout_weights_dir()
+    (tmp_path / "pyproject.toml").write_text("")
+    (tmp_path / "reinlite" / "weights").mkdir(parents=True)
+    (tmp_path / "reinlite" / "weights" / "__init__.py").write_text("")
+    (tmp_path / "data" / "benchmark").mkdir(parents=True)
+    (tmp_path / "notebooks").mkdir()
+    assert course.repo_root() == tmp_path.resolve()
+    assert course.checkout_weights_dir() == Path("reinlite") / "weights"
+    monkeypatch.chdir(tmp_path / "notebooks")
+    assert course.repo_root() == tmp_path.resolve()
+    assert resolve_path("data/benchmark").resolve() == (tmp_path / "data" / "benchmark").resolve()
+    assert resolve_path("data/benchmark", root="/elsewhere") == Path("/elsewhere/data/benchmark")
+    assert resolve_path("nowhere/x") == Path("nowhere/x")

@@ -15,8 +15,9 @@ A process builds the course model (``reinlite/configs/course.json`` of its tree)
 (``reinlite.engine.train.load_config / build_model``, a dict config) or, where ``load_config`` gives a
 typed config (issue 12's layout), the new way (``reinlite.models.segmentor.build_model(cfg.model)``), the criterion
 ``reinlite.models.losses.Mask2FormerLoss`` with the course loss config, and AdamW on the trainable
-parameters. One step is what the training loop does: re-seed, forward, loss, zero_grad,
-backward, clip the gradient norm at 1.0, AdamW. The batches are fixed random images and blocky
+parameters (``reinlite.engine.optim.build_optimizer`` where the tree has it). One step is the
+tree's ``reinlite.engine.step.train_step`` (re-seed, forward, loss, zero_grad, backward, clip the
+gradient norm at 1.0, AdamW; the same operations written out for trees older than it). The batches are fixed random images and blocky
 random label maps (8 x 64 x 128, a few classes each, some void) from a fixed seed, cycled.
 """
 from __future__ import annotations
@@ -71,8 +72,32 @@ def _build(threads: int, seed: int = 0):
     model.train()
     criterion = Mask2FormerLoss(num_classes=num_classes, **loss_cfg)
     params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=0.05)
+    try:  # the tree's one optimizer builder (trees before it: the same AdamW, built here)
+        from reinlite.engine.optim import build_optimizer
+    except ImportError:
+        optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=0.05)
+    else:
+        optimizer = build_optimizer(params, lr=lr, weight_decay=0.05)
     return model, criterion, optimizer, params, _batches(seed, num_classes)
+
+
+def _step_function():
+    """The tree's one training step (reinlite.engine.step.train_step); for trees older than it,
+    the same operations in the same order."""
+    try:
+        from reinlite.engine.step import train_step
+    except ImportError:
+        import torch
+
+        def train_step(model, inputs, loss_fn, optimizer, *, params, grad_clip, amp=False):
+            losses = loss_fn(model(inputs))
+            optimizer.zero_grad(set_to_none=True)
+            losses["loss"].backward()
+            torch.nn.utils.clip_grad_norm_(params, grad_clip)
+            optimizer.step()
+            return losses
+        return train_step
+    return lambda *a, **k: train_step(*a, **k).losses
 
 
 def _batches(seed: int, num_classes: int, count: int = 4, batch: int = 8, size=(64, 128)):
@@ -111,16 +136,13 @@ def worker(spec: dict) -> dict:
     if spec.get("compile"):
         net = torch.compile(model)
 
+    one_step = _step_function()
+
     def step(k: int) -> dict:
         torch.manual_seed(10_000 + k)  # the loop re-seeds every step
         images, labels = batches[k % len(batches)]
-        outputs = net(images)
-        losses = criterion(outputs, labels)
-        optimizer.zero_grad(set_to_none=True)
-        losses["loss"].backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        optimizer.step()
-        return losses
+        return one_step(net, images, lambda outputs: criterion(outputs, labels), optimizer,
+                        params=params, grad_clip=1.0)
 
     if spec.get("profile"):
         from torch.profiler import ProfilerActivity, profile

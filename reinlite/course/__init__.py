@@ -22,7 +22,7 @@ import torch
 from torch import Tensor
 
 __all__ = ["FAST", "is_fast", "pick", "setup", "benchmark_images", "to_tensor",
-           "course_backbone", "patch_features", "rein_inputs", "patch_token", "find_checkpoint", "shipped_run", "ship_run", "trained_model", "try_check",
+           "course_backbone", "patch_features", "rein_inputs", "patch_token", "find_checkpoint", "shipped_run", "ship_run", "checkout_weights_dir", "trained_model", "try_check",
            "IMAGENET_MEAN", "IMAGENET_STD", "repo_root", "data_dir", "benchmark_root", "FAST_BENCHMARK",
            "FULL_BENCHMARK"]
 
@@ -77,14 +77,14 @@ def benchmark_images(n: int = 4, domain: Optional[str] = "gta", seed: int = 0,
 
 
 def to_tensor(images: np.ndarray | Sequence[np.ndarray]) -> Tensor:
-    """uint8 image(s) [H, W, 3] -> ImageNet-normalised float tensor [B, 3, H, W]."""
+    """uint8 image(s) [H, W, 3] -> ImageNet-normalised float tensor [B, 3, H, W]
+    (reinlite.data.transforms.normalize)."""
+    from reinlite.data.transforms import normalize
+
     array = np.stack(images) if isinstance(images, (list, tuple)) else np.asarray(images)
     if array.ndim == 3:
         array = array[None]
-    x = torch.from_numpy(array).float().permute(0, 3, 1, 2) / 255.0
-    mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
-    std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
-    return (x - mean) / std
+    return normalize(torch.from_numpy(np.ascontiguousarray(array)).permute(0, 3, 1, 2))
 
 
 def _has_course_weights() -> bool:
@@ -179,14 +179,11 @@ def patch_token(features: Tensor, patches, logit: float = 20.0) -> Tensor:
     return specific / length * (logit * features.shape[-1] ** 0.5 / length)
 
 
-REPO = Path(__file__).resolve().parents[2]
-
-
 def shown_path(path: str | os.PathLike) -> str:
-    """``path`` relative to the repository when it is inside it (what notebooks print, so
-    stored outputs hold no machine paths), else its name."""
-    p = Path(path).resolve()
-    return str(p.relative_to(REPO)) if p.is_relative_to(REPO) else p.name
+    """``path`` relative to the checkout (:func:`repo_root`) when it is inside it (what
+    notebooks print, so stored outputs hold no machine paths), else its name."""
+    p, root = Path(path).resolve(), repo_root()
+    return str(p.relative_to(root)) if root is not None and p.is_relative_to(root) else p.name
 
 
 def shipped_run(name: str = "course") -> Optional[Path]:
@@ -203,8 +200,8 @@ def find_checkpoint(name: str = "course") -> Optional[Path]:
 
     Looks at ``$REINLITE_CHECKPOINT`` (your own run), then the run shipped with the package
     (so every notebook shows the same trained weights as its stored outputs), then
-    ``runs/NAME/checkpoint.safetensors`` under the repository, ``notebooks/`` and the current
-    folder (training's default ``out_dir`` is ``runs/{name}``).
+    ``runs/NAME/checkpoint.safetensors`` under the checkout (:func:`repo_root`), its
+    ``notebooks/`` and the current folder (training's default ``out_dir`` is ``runs/{name}``).
     """
     candidates = []
     if os.environ.get("REINLITE_CHECKPOINT"):
@@ -212,7 +209,8 @@ def find_checkpoint(name: str = "course") -> Optional[Path]:
     shipped = shipped_run(name)
     if shipped is not None:
         candidates.append(shipped)
-    for base in (REPO, REPO / "notebooks", Path.cwd()):
+    root = repo_root()
+    for base in ((root, root / "notebooks") if root is not None else ()) + (Path.cwd(),):
         candidates.append(base / "runs" / name / "checkpoint.safetensors")
     for path in candidates:
         if path.is_file():
@@ -220,21 +218,40 @@ def find_checkpoint(name: str = "course") -> Optional[Path]:
     return None
 
 
-def ship_run(run_dir: str | os.PathLike, name: str = "course", command: str = "") -> Path:
+def checkout_weights_dir() -> Path:
+    """``reinlite/weights`` of the checkout in the current directory (where ``reinlite
+    ship-run`` ships a run, for the notebooks to load), or a FileNotFoundError that says to run
+    from a checkout's root: an installed package is never written into."""
+    folder = Path("reinlite") / "weights"
+    if not (Path("pyproject.toml").is_file() and (folder / "__init__.py").is_file()):
+        raise FileNotFoundError(
+            f"{Path.cwd()} is not the root of a reinlite checkout (no pyproject.toml and "
+            f"{folder}/ here): run `reinlite ship-run` from the checkout's root, or call "
+            f"reinlite.course.ship_run(run_dir, dest=FOLDER) to write elsewhere")
+    return folder
+
+
+def ship_run(run_dir: str | os.PathLike, name: str = "course", command: str = "", *,
+             dest: str | os.PathLike) -> Path:
     """Copy a finished run's trainable weights (Rein + head; the frozen backbone is shipped on
-    its own) to ``reinlite/weights/NAME_run.safetensors`` with its config in the metadata,
-    and write ``NAME_run.json``: the config, the command, the step, the sha256 and the
-    evaluation table of ``run_dir/eval/metrics.json`` when present. Returns the weights path."""
+    its own) to ``dest/NAME_run.safetensors`` with its config in the metadata, and write
+    ``dest/NAME_run.json``: the config, the command, the step, the sha256 and the evaluation
+    table of ``run_dir/eval/metrics.json`` when present. Returns the weights path.
+
+    ``dest`` is explicit: the package never writes into itself. To ship with the course,
+    ``dest`` is the checkout's ``reinlite/weights`` (:func:`checkout_weights_dir`, what
+    ``reinlite ship-run`` passes), where :func:`shipped_run` finds it."""
     import hashlib
     import shutil
 
-    from reinlite.weights import WEIGHTS_DIR
     from reinlite.engine.checkpoint import CKPT_NAME, read_run_checkpoint
 
-    run_dir = Path(run_dir)
+    run_dir, dest = Path(run_dir), Path(dest)
     source = run_dir / CKPT_NAME
     _, meta = read_run_checkpoint(source)  # a readable run checkpoint with its config
-    target = WEIGHTS_DIR / f"{name}_run.safetensors"
+    if not dest.is_dir():
+        raise FileNotFoundError(f"ship_run: the destination folder {dest} does not exist")
+    target = dest / f"{name}_run.safetensors"
     shutil.copyfile(source, target)
     digest = hashlib.sha256(target.read_bytes()).hexdigest()
     record = dict(name=f"{name}_run", step=int(meta.get("step", 0)), sha256=digest,
@@ -245,7 +262,7 @@ def ship_run(run_dir: str | os.PathLike, name: str = "course", command: str = ""
         m = json.loads(metrics.read_text())
         record["evaluation"] = dict(mean_targets=m.get("mean"), targets=m.get("targets"),
                                     miou={d: v["miou"] for d, v in m.get("domains", {}).items()})
-    (WEIGHTS_DIR / f"{name}_run.json").write_text(json.dumps(record, indent=1) + "\n")
+    (dest / f"{name}_run.json").write_text(json.dumps(record, indent=1) + "\n")
     return target
 
 
@@ -255,8 +272,8 @@ def trained_model(name: str = "course", train_steps: Optional[int] = None, verbo
 
     Without a checkpoint and with ``train_steps=None`` nothing is trained and None is
     returned (the caller says so honestly). With ``train_steps=N`` the config ``name`` is
-    trained for N steps into ``runs/NAME`` (this needs the benchmark under ``data/`` and
-    takes minutes on a CPU).
+    trained for N steps into ``runs/NAME`` of the checkout (:func:`repo_root`; the current
+    directory outside one; this needs the benchmark under ``data/`` and takes minutes on a CPU).
     """
     from reinlite.config import load_config
     from reinlite.models.segmentor import load_run
@@ -265,7 +282,7 @@ def trained_model(name: str = "course", train_steps: Optional[int] = None, verbo
     path = find_checkpoint(name)
     if path is None and train_steps is not None:
         cfg = load_config(name, [f"optim.iters={int(train_steps)}",
-                                 f"out_dir={json.dumps(str(REPO / 'runs' / '{name}'))}"])
+                                 f"out_dir={json.dumps(str((repo_root() or Path.cwd()) / 'runs' / '{name}'))}"])
         path = Path(train(cfg)["checkpoint"])
     if path is None:
         if verbose:
@@ -294,11 +311,17 @@ FULL_BENCHMARK = dict(source=2000, target=500)
 
 
 def repo_root() -> Optional["Path"]:
-    """The checkout that holds this ``reinlite`` (None for an installed package)."""
+    """The reinlite checkout the course runs in: the current directory, or its parent (the
+    notebooks run with the current directory = ``notebooks/``), whichever is a checkout's
+    root (holds ``pyproject.toml`` and ``reinlite/``); None elsewhere. Found from the current
+    directory, never from where the package is installed."""
     from pathlib import Path
 
-    root = Path(__file__).resolve().parents[2]
-    return root if (root / "pyproject.toml").is_file() else None
+    cwd = Path.cwd().resolve()
+    for base in (cwd, cwd.parent):
+        if (base / "pyproject.toml").is_file() and (base / "reinlite").is_dir():
+            return base
+    return None
 
 
 def data_dir() -> "Path":

@@ -133,13 +133,19 @@ def collate(batch):
     return images, labels
 
 
-def resolve_path(path) -> Path:
-    """A relative path that does not exist from the current folder is tried from the
-    repository root (so notebooks started in notebooks/ find data/benchmark)."""
+def resolve_path(path, root=None) -> Path:
+    """Where a data path points: a relative path is taken from ``root`` when one is given,
+    else from the current directory, and, when it does not exist there, from the current
+    directory's parent (notebooks run in ``notebooks/`` and so find the checkout's
+    ``data/benchmark``). Never from where the package is installed."""
     p = Path(path)
-    if p.is_absolute() or p.exists():
+    if p.is_absolute():
         return p
-    alt = Path(__file__).resolve().parents[2] / p
+    if root is not None:
+        return Path(root) / p
+    if p.exists():
+        return p
+    alt = Path.cwd().parent / p
     return alt if alt.exists() else p
 
 

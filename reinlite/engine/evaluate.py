@@ -31,6 +31,7 @@ from reinlite.config import Config, EvalConfig, load_config
 from reinlite.errors import InputError
 from reinlite.data.pipeline import build_dataset, load_sample
 from reinlite.data.transforms import normalize
+from reinlite.engine.device import amp_enabled, pick_device
 from reinlite.models.segmentor import Segmentor, load_run
 
 log = logging.getLogger(__name__)
@@ -165,7 +166,7 @@ def evaluate_dataset(model: Segmentor, dataset, cfg: Config, domain: str = "",
     e = cfg.eval
     k = cfg.model.head.num_classes
     device = next(model.parameters()).device
-    amp = cfg.amp == "bf16" or (cfg.amp == "auto" and device.type == "cuda")
+    amp = amp_enabled(cfg.amp, device)
     n = len(dataset) if e.max_images is None else min(len(dataset), int(e.max_images))
     cm = torch.zeros(k, k, dtype=torch.long)
     it = range(n)
@@ -273,8 +274,7 @@ def _model_from_args(args):
     model, cfg = load_run(args.checkpoint, cfg, () if cfg else overrides)
     if cfg.threads:
         torch.set_num_threads(int(cfg.threads))
-    device = torch.device("cuda" if torch.cuda.is_available() and cfg.device != "cpu" else "cpu")
-    return model.to(device), cfg
+    return model.to(pick_device(cfg.device)), cfg
 
 
 def run_eval_cli(args) -> int:

@@ -9,6 +9,7 @@ What the loop does, per step k (the release's recipe, rein-method.md):
             generator seeded by (seed, its position)              (reinlite.data.pipeline)
     loss  = Mask2FormerLoss(head(backbone(images)), labels)      (bf16 autocast on a GPU)
     AdamW step on the trainable parameters only (Rein + head), optional grad-norm clipping
+            (the forward, loss, backward, clip and AdamW step are reinlite.engine.step.train_step)
 
 Exact resume: the data order and every random draw of step k depend only on (seed, k) (the
 global RNG is re-seeded at the start of each step). A checkpoint stores the trainable weights
@@ -37,7 +38,9 @@ from reinlite.data.pipeline import AugmentedDataset, StepBatchSampler, build_dat
 from reinlite.data.transforms import TrainAugment
 from reinlite.engine.diagnostics import record_delta_ratios, rein_log_entry
 from reinlite.models.segmentor import build_criterion, build_model
+from reinlite.engine.device import amp_enabled, pick_device
 from reinlite.engine.optim import build_optimizer, poly_lr, set_lr
+from reinlite.engine.step import train_step
 
 log = logging.getLogger(__name__)
 
@@ -47,17 +50,16 @@ class NonFiniteLoss(RuntimeError):
 
 
 def setup_distributed(device_pref: str) -> tuple[int, int, torch.device]:
-    """(rank, world size, device) from torchrun's environment (a single process without it)."""
+    """(rank, world size, device) from torchrun's environment (a single process without it).
+    The device follows reinlite.engine.device.pick_device (device=cuda without a GPU is a
+    ConfigError); each process takes the GPU of its LOCAL_RANK."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
-    use_cuda = device_pref == "cuda" or (device_pref == "auto" and torch.cuda.is_available())
-    if use_cuda:
-        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+    device = pick_device(device_pref, index=int(os.environ.get("LOCAL_RANK", "0")))
+    if device.type == "cuda":
         torch.cuda.set_device(device)
-    else:
-        device = torch.device("cpu")
     if world > 1 and not dist.is_initialized():
-        dist.init_process_group("nccl" if use_cuda else "gloo")
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
     return rank, world, device
 
 
@@ -106,6 +108,7 @@ def train(cfg: Config, *, stop_at: Optional[int] = None,
     if cfg.threads:
         torch.set_num_threads(int(cfg.threads))
     rank, world, device = setup_distributed(cfg.device)
+    amp_on = amp_enabled(cfg.amp, device)
     is_main = rank == 0
     out_dir = cfg.run_dir
     o, t = cfg.optim, cfg.train
@@ -129,7 +132,6 @@ def train(cfg: Config, *, stop_at: Optional[int] = None,
         optimizer.load_state_dict(read_optimizer_state(ckpt_path, start))
         if is_main and start < iters:
             log.info("resuming from %s at step %d", ckpt_path, start)
-    amp_on = cfg.amp == "bf16" or (cfg.amp == "auto" and device.type == "cuda")
     net: nn.Module = model
     if world > 1:
         net = nn.parallel.DistributedDataParallel(
@@ -165,6 +167,18 @@ def train(cfg: Config, *, stop_at: Optional[int] = None,
     t0 = time.perf_counter()
     last_good = (ckpt_path, start)
     history, step = [], start
+
+    def stop_if_not_finite(loss: torch.Tensor) -> None:
+        """Stop every rank before the step that would spread a NaN or inf into the weights."""
+        bad = torch.tensor(0.0 if torch.isfinite(loss) else 1.0, device=device)
+        if world > 1:
+            dist.all_reduce(bad)
+        if bad.item() > 0:
+            where = (f"the last good checkpoint is {last_good[0]} (step {last_good[1]})"
+                     if last_good[0] else "no checkpoint was written yet")
+            raise NonFiniteLoss(f"non-finite loss ({loss.item()}) at step {step}: training "
+                                f"stopped; {where}. Try a lower optim.lr, optim.grad_clip or amp=none.")
+
     try:
         for images, labels in loader:
             torch.manual_seed(mix_seed(cfg.seed, "step", step, rank))
@@ -173,25 +187,12 @@ def train(cfg: Config, *, stop_at: Optional[int] = None,
             lr = poly_lr(o.lr, step, iters, o.poly_power)
             set_lr(optimizer, lr)
             logging_step = is_main and ((step + 1) % int(t.log_every) == 0 or step + 1 == iters or step == start)
-            with record_delta_ratios(model, enabled=logging_step) as ratios, \
-                    torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp_on):
-                outputs = net(images)
-            losses = criterion(outputs, labels)
-            loss = losses["loss"]
 
-            bad = torch.tensor(0.0 if torch.isfinite(loss) else 1.0, device=device)
-            if world > 1:
-                dist.all_reduce(bad)
-            if bad.item() > 0:
-                where = (f"the last good checkpoint is {last_good[0]} (step {last_good[1]})"
-                         if last_good[0] else "no checkpoint was written yet")
-                raise NonFiniteLoss(f"non-finite loss ({loss.item()}) at step {step}: training "
-                                    f"stopped; {where}. Try a lower optim.lr, optim.grad_clip or amp=none.")
-
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            gnorm = torch.nn.utils.clip_grad_norm_(trainable, float(o.grad_clip or "inf"))
-            optimizer.step()
+            with record_delta_ratios(model, enabled=logging_step) as ratios:
+                result = train_step(net, images, lambda outputs: criterion(outputs, labels), optimizer,
+                                    params=trainable, grad_clip=o.grad_clip, amp=amp_on,
+                                    check_loss=stop_if_not_finite)
+            losses, gnorm = result.losses, result.grad_norm
             step += 1
 
             record = {k: float(losses[k].detach()) for k in ("loss", "loss_cls", "loss_mask", "loss_dice")}

@@ -13,6 +13,7 @@ benchmark's images, and a resumed run sees exactly the samples an uninterrupted 
 """
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Sequence
 
 import numpy as np
@@ -23,13 +24,8 @@ PRETRAIN_SEED_TAG = 0x5EED_C0DE  # first word of every pretraining seed sequence
 VIT_KWARGS = dict(img_size=(64, 128), patch_size=8, embed_dim=192, depth=6, num_heads=3,
                   mlp_ratio=4.0, num_classes=0, global_pool="", class_token=True)
 IN_SIZE = (64, 128)
+DEFAULT_EXPORT_DIR = Path("weights")  # `--export` without a folder: ./weights under the current directory
 FULL_SIZE = (128, 256)
-
-
-def _imagenet_stats() -> tuple[np.ndarray, np.ndarray]:
-    from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
-
-    return (np.asarray(IMAGENET_DEFAULT_MEAN, np.float32), np.asarray(IMAGENET_DEFAULT_STD, np.float32))
 
 
 def corpus_rng(*words: int) -> np.random.Generator:
@@ -38,10 +34,11 @@ def corpus_rng(*words: int) -> np.random.Generator:
 
 
 def to_tensor_image(img: np.ndarray) -> np.ndarray:
-    """uint8 [H, W, 3] -> float32 [3, H, W], ImageNet-normalised."""
-    mean, std = _imagenet_stats()
-    x = (img.astype(np.float32) / 255.0 - mean) / std
-    return np.ascontiguousarray(x.transpose(2, 0, 1))
+    """uint8 [H, W, 3] -> float32 [3, H, W], ImageNet-normalised (reinlite.data.transforms.normalize)."""
+    from reinlite.data.transforms import normalize
+
+    x = torch.from_numpy(np.ascontiguousarray(img)).permute(2, 0, 1)
+    return np.ascontiguousarray(normalize(x).numpy())
 
 
 def render_scene(rng: np.random.Generator, layout=None, size: Sequence[int] = IN_SIZE) -> dict:

@@ -101,8 +101,9 @@ def run_config(method: str, cfg: dict, num_prompts: int = 50):
     return replace(run, model=replace(run.model, method=base, method_kwargs=dict(kwargs)))
 
 
-def build_model(method: str, cfg: dict, num_prompts: int = 50):
-    """(backbone, head) for ``method`` on ``cfg``, through the one builder (reinlite.models.segmentor)."""
+def build_model(method: str, cfg: dict, num_prompts: int = 50, segmentor: bool = False):
+    """(backbone, head) for ``method`` on ``cfg``, through the one builder (reinlite.models.segmentor);
+    the whole segmentor (in train mode) with ``segmentor=True``."""
     from reinlite.models.segmentor import build_model as build
 
     model = build(run_config(method, cfg, num_prompts).model)
@@ -110,6 +111,8 @@ def build_model(method: str, cfg: dict, num_prompts: int = 50):
     if method == "frozen+bwd":  # the gradient flows back through every frozen block (no weight grads)
         bb.vit.blocks[0].register_forward_pre_hook(
             lambda module, args: (args[0].detach().requires_grad_(True),) + tuple(args[1:]))
+    if segmentor:
+        return model.train()
     return bb.train(), head.train()
 
 
@@ -164,55 +167,62 @@ def measure(method: str, cfg: dict, steps: int = 5, warmup: int = 2, amp: str = 
             seed: int = 0) -> dict[str, Any]:
     """Time ``steps`` training steps of ``method`` (after ``warmup``) and their peak memory.
 
-    part="step": backbone + head + Mask2Former loss + backward + AdamW (the training step);
-    part="backbone": backbone only, loss = sum of the feature maps' means (+ queries').
+    part="step": the training step of ``reinlite train`` (reinlite.engine.step.train_step):
+    backbone + head + Mask2Former loss + backward + gradient-norm clip + AdamW over the
+    release's parameter groups (build_optimizer, the backbone lr multiplier included);
+    part="backbone": backbone only, loss = sum of the feature maps' means (+ queries'), the
+    same step and optimizer (the head's weights get no gradient, so AdamW skips them).
     Returns dict(times, cpu_times [s], wall_s, cpu_s (medians), peak_bytes, peak_extra_bytes,
     static_bytes, trainable).
     """
     import torch
 
+    from reinlite.engine.device import amp_enabled, pick_device
+    from reinlite.engine.optim import build_optimizer, poly_lr, set_lr
+    from reinlite.engine.step import train_step
+    from reinlite.models.backbone import count_parameters
     from reinlite.models.segmentor import build_criterion
 
     torch.set_num_threads(threads)
     torch.manual_seed(seed)
-    dev = torch.device(device)
-    bb, head = build_model(method, cfg, num_prompts)
-    bb.to(dev), head.to(dev)
+    dev = pick_device(device)
+    model = build_model(method, cfg, num_prompts, segmentor=True).to(dev)
+    bb = model.backbone
     images, labels = _batch(cfg, seed)
     images, labels = images.to(dev), labels.to(dev)
     run = run_config(method, cfg, num_prompts)
     criterion = build_criterion(run.loss, run.model.head.num_classes).to(dev)
-    params = bb.trainable_parameters() + (list(head.parameters()) if part == "step" else [])
-    optimizer = torch.optim.AdamW(params, lr=run.optim.lr, weight_decay=run.optim.weight_decay) if params else None
-    trainable = sum(p.numel() for p in bb.trainable_parameters())
-    use_amp = amp == "bf16"
+    optimizer = build_optimizer(model, run.optim)
+    set_lr(optimizer, poly_lr(run.optim.lr, 0, run.optim.iters, run.optim.poly_power))
+    trainable_params = [p for p in model.parameters() if p.requires_grad]
+    trainable = count_parameters(bb, trainable_only=True)
+    use_amp = amp_enabled(amp, dev)
+
+    def backbone_loss(outputs):
+        feats, queries = outputs
+        loss = sum(f.float().mean() for f in feats)
+        return loss + queries.float().mean() if queries is not None else loss
+
+    if part == "step":
+        net, loss_fn = model, (lambda outputs: criterion(outputs, labels))
+    else:
+        net, loss_fn = bb, backbone_loss
+    nothing_trains = part == "backbone" and not any(p.requires_grad for p in bb.parameters()) \
+        and method != "frozen+bwd"
 
     def step():
-        with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=use_amp):
-            feats, queries = bb(images)
-            if part == "step":
-                out = head(feats, queries)
-        if part == "step":
-            loss = criterion(out, labels)["loss"]
-        else:
-            loss = sum(f.float().mean() for f in feats)
-            if queries is not None:
-                loss = loss + queries.float().mean()
-        if not loss.requires_grad:  # "frozen" backbone alone: nothing to train
+        if nothing_trains:  # "frozen" backbone alone: nothing to train, only the forward
+            with torch.no_grad(), torch.autocast(dev.type, dtype=torch.bfloat16, enabled=use_amp):
+                bb(images)
             return
-        if optimizer is not None:
-            optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        if optimizer is not None:
-            if run.optim.grad_clip:
-                torch.nn.utils.clip_grad_norm_(params, run.optim.grad_clip)
-            optimizer.step()
+        train_step(net, images, loss_fn, optimizer, params=trainable_params,
+                   grad_clip=run.optim.grad_clip, amp=use_amp)
 
     def sync():
         if dev.type == "cuda":
             torch.cuda.synchronize()
 
-    static = sum(t.numel() * t.element_size() for m in (bb, head) for t in list(m.parameters()) + list(m.buffers()))
+    static = sum(t.numel() * t.element_size() for t in list(model.parameters()) + list(model.buffers()))
     rss0 = _rss_bytes()
     _reset_peak()
     if dev.type == "cuda":
@@ -294,6 +304,7 @@ def parameter_counts(backbones=COUNT_BACKBONES, num_prompts: int = 150) -> dict[
     """Trainable backbone parameters per method at 512 x 512, patch 16 (meta device)."""
     import torch
 
+    from reinlite.models.backbone import count_parameters
     from reinlite.models.baselines import build_peft_backbone
 
     from dataclasses import asdict
@@ -308,7 +319,7 @@ def parameter_counts(backbones=COUNT_BACKBONES, num_prompts: int = 150) -> dict[
         for method in ("rein", "frozen", "full", "lora", "vpt", "adaptformer"):
             with torch.device("meta"):
                 bb = build_peft_backbone(method, name, img_size=512, patch_size=16, **args.get(method, {}))
-            row[method] = sum(p.numel() for p in bb.trainable_parameters())
+            row[method] = count_parameters(bb, trainable_only=True)
         table[label] = row
     return table
 

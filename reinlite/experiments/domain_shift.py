@@ -23,7 +23,10 @@ import torch.nn.functional as F
 
 from reinlite.data import IGNORE_INDEX, NUM_CLASSES
 from reinlite.data.benchmark import benchmark_datasets
+from reinlite.data.transforms import normalize
 from reinlite.engine.evaluate import confusion_matrix, iou_from_confusion, mean_iou
+from reinlite.engine.optim import build_optimizer
+from reinlite.engine.step import train_step
 
 log = logging.getLogger(__name__)
 
@@ -41,15 +44,6 @@ def load_all(ds, scale, limit=None):
                   .round().clamp(0, 255).byte()[0])
         ys.append(F.interpolate(y, (h, w), mode="nearest")[0, 0].byte())
     return torch.stack(xs), torch.stack(ys)
-
-
-def normalise(x):
-    """uint8 [N, 3, H, W] -> float32, ImageNet-normalised (timm's constants)."""
-    from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
-
-    m = torch.tensor(IMAGENET_DEFAULT_MEAN).view(1, 3, 1, 1)
-    s = torch.tensor(IMAGENET_DEFAULT_STD).view(1, 3, 1, 1)
-    return (x.float() / 255 - m) / s
 
 
 class SmallFCN(nn.Module):
@@ -81,7 +75,7 @@ def miou(model, xs, ys, batch=64):
     model.eval()
     conf = torch.zeros(NUM_CLASSES, NUM_CLASSES, dtype=torch.long)
     for i in range(0, len(xs), batch):
-        pred = model(normalise(xs[i:i + batch])).argmax(1)
+        pred = model(normalize(xs[i:i + batch])).argmax(1)
         conf += confusion_matrix(pred, ys[i:i + batch], NUM_CLASSES, IGNORE_INDEX)
     return mean_iou(conf), iou_from_confusion(conf)
 
@@ -107,7 +101,7 @@ def run(args) -> dict:
              tuple(data["gta"][0].shape[-2:]), time.perf_counter() - t0)
     xs, ys = data["gta"]
     model = SmallFCN()
-    opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=1e-4)
+    opt = build_optimizer(model.parameters(), lr=args.lr, weight_decay=1e-4)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=args.lr, total_steps=args.steps)
     t1 = time.perf_counter()
     for step in range(args.steps):
@@ -116,10 +110,8 @@ def run(args) -> dict:
         x, y = xs[idx], ys[idx].long()
         flip = torch.rand(args.batch) < 0.5
         x[flip], y[flip] = x[flip].flip(-1), y[flip].flip(-1)
-        loss = F.cross_entropy(model(normalise(x)), y, ignore_index=IGNORE_INDEX)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
+        loss = train_step(model, normalize(x), lambda logits: F.cross_entropy(logits, y, ignore_index=IGNORE_INDEX),
+                          opt).loss
         sched.step()
         if step % 100 == 0 or step == args.steps - 1:
             log.info("step %4d loss %.3f", step, loss.item())

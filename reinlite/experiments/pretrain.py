@@ -44,7 +44,7 @@ same flags run under ``reinlite pretrain``):
 
     reinlite pretrain --out /tmp/course_vit_run --steps N --seed 0
     # interrupted? run the same command again: it resumes from /tmp/course_vit_run/ckpt.pt
-    reinlite pretrain --out /tmp/course_vit_run --export reinlite/weights
+    reinlite pretrain --out /tmp/course_vit_run --export reinlite/weights   # from a checkout: ship it
 """
 from __future__ import annotations
 
@@ -66,8 +66,11 @@ import torch.nn as nn
 import torch.nn.functional as F
 from scipy import ndimage
 
-from reinlite.experiments.corpus import (FULL_SIZE, IN_SIZE, PRETRAIN_SEED_TAG, VIT_KWARGS, build_vit, corpus_rng,
-                     random_window, render_scene, sample_layout, to_tensor_image)
+from reinlite.engine.optim import build_optimizer, ndim_decay_groups, set_lr, warmup_cosine_lr
+from reinlite.engine.step import train_step
+from reinlite.experiments.corpus import (DEFAULT_EXPORT_DIR, FULL_SIZE, IN_SIZE, PRETRAIN_SEED_TAG, VIT_KWARGS,
+                                         build_vit, corpus_rng, random_window, render_scene, sample_layout,
+                                         to_tensor_image)
 
 log = logging.getLogger(__name__)
 
@@ -286,13 +289,6 @@ def losses(vit, heads, batch, w):
     return total, L
 
 
-def lr_at(step, total, base, warmup):
-    if step < warmup:
-        return base * (step + 1) / warmup
-    p = (step - warmup) / max(1, total - warmup)
-    return 1e-2 * base + 0.5 * (base - 1e-2 * base) * (1 + math.cos(math.pi * p))
-
-
 # ----------------------------------------------------------------------------- export
 def export(ckpt_path: Path, dest: Path):
     ck = torch.load(ckpt_path, map_location="cpu", weights_only=True)
@@ -348,8 +344,10 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--ckpt-every", type=int, default=50)
     ap.add_argument("--w-consist", type=float, default=0.1)
     ap.add_argument("--w-geom", type=float, default=0.5)
-    ap.add_argument("--export", type=Path, default=None,
-                    help="only export <out>/ckpt.pt to DIR/course_vit.{safetensors,json}")
+    ap.add_argument("--export", type=Path, nargs="?", const=DEFAULT_EXPORT_DIR, default=None, metavar="DIR",
+                    help=f"only export <out>/ckpt.pt to DIR/course_vit.{{safetensors,json}} (DIR: "
+                         f"./{DEFAULT_EXPORT_DIR} under the current directory if left out; to ship "
+                         f"the weights, reinlite/weights from a checkout)")
     ap.add_argument("--reschedule", action="store_true",
                     help="resume a checkpoint made with another --steps: the cosine schedule ends at "
                          "the new --steps (recorded in the checkpoint's history)")
@@ -370,10 +368,7 @@ def run(args: argparse.Namespace, command: str) -> int:
     vit = build_vit()
     heads = ProxyHeads(VIT_KWARGS["embed_dim"], VIT_KWARGS["patch_size"])
     params = list(vit.parameters()) + list(heads.parameters())
-    decay = [p for p in params if p.ndim >= 2]
-    no_decay = [p for p in params if p.ndim < 2]
-    opt = torch.optim.AdamW([{"params": decay, "weight_decay": args.wd},
-                             {"params": no_decay, "weight_decay": 0.0}], lr=args.lr)
+    opt = build_optimizer(ndim_decay_groups(params, args.wd), lr=args.lr, betas=(0.9, 0.999))
     step, elapsed, history = 0, 0.0, []
     if ckpt_path.exists():
         ck = torch.load(ckpt_path, map_location="cpu", weights_only=True)
@@ -397,7 +392,7 @@ def run(args: argparse.Namespace, command: str) -> int:
     else:
         (args.out / "command.txt").write_text(command + "\n")
     if step >= args.steps:
-        log.info("already finished; export with --export reinlite/weights")
+        log.info("already finished; export with --export DIR")
         return 0
 
     w = dict(cat=1.0, depth=1.0, bnd=1.0, geom=args.w_geom, consist=args.w_consist)
@@ -427,13 +422,10 @@ def run(args: argparse.Namespace, command: str) -> int:
                 dynamic_ncols=False, ncols=110)
     ema = None
     for batch in dl:
-        for g in opt.param_groups:
-            g["lr"] = lr_at(step, args.steps, args.lr, args.warmup)
-        total, L = losses(vit, heads, batch, w)
-        opt.zero_grad(set_to_none=True)
-        total.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        opt.step()
+        set_lr(opt, warmup_cosine_lr(args.lr, step, args.steps, args.warmup))
+        result = train_step(lambda b: losses(vit, heads, b, w), batch,
+                            lambda out: dict(out[1], loss=out[0]), opt, params=params, grad_clip=1.0)
+        L = {k: v for k, v in result.losses.items() if k != "loss"}
         step += 1
         now = time.time()
         elapsed += now - t_last
@@ -455,7 +447,7 @@ def run(args: argparse.Namespace, command: str) -> int:
     pbar.close()
     logf.close()
     if step == args.steps:
-        log.info("done: %d steps in %.1f min; export with reinlite pretrain --out %s --export reinlite/weights",
+        log.info("done: %d steps in %.1f min; export with reinlite pretrain --out %s --export DIR",
                  step, elapsed / 60, args.out)
     return 0
 

@@ -28,7 +28,7 @@ so a resumed run (``--resume``) continues exactly.
 
     reinlite pretrain-mae --out /work/runs/mae --steps N --batch B --seed 0
     reinlite pretrain-mae --out /work/runs/mae --steps N --batch B --seed 0 --resume
-    reinlite pretrain-mae --out /work/runs/mae --export reinlite/weights
+    reinlite pretrain-mae --out /work/runs/mae --export reinlite/weights   # from a checkout: ship it
 """
 from __future__ import annotations
 
@@ -36,7 +36,6 @@ import argparse
 import hashlib
 import json
 import logging
-import math
 import os
 import shlex
 import sys
@@ -47,7 +46,9 @@ from typing import Optional, Sequence
 import torch
 from torch import Tensor, nn
 
-from reinlite.experiments.corpus import PRETRAIN_SEED_TAG, VIT_KWARGS, ImageCorpus, build_vit
+from reinlite.engine.optim import build_optimizer, ndim_decay_groups, set_lr, warmup_cosine_lr
+from reinlite.engine.step import train_step
+from reinlite.experiments.corpus import DEFAULT_EXPORT_DIR, PRETRAIN_SEED_TAG, VIT_KWARGS, ImageCorpus, build_vit
 
 log = logging.getLogger(__name__)
 
@@ -165,14 +166,6 @@ def mae_loss(pred: Tensor, images: Tensor, mask: Tensor, p: int, eps: float = 1e
     return (per_patch * mask).sum() / mask.sum().clamp(min=1)
 
 
-def lr_at(step: int, total: int, base: float, warmup: int) -> float:
-    """Linear warm-up then cosine decay to 1 % of ``base``."""
-    if step < warmup:
-        return base * (step + 1) / warmup
-    p = (step - warmup) / max(1, total - warmup)
-    return 1e-2 * base + 0.5 * (base - 1e-2 * base) * (1 + math.cos(math.pi * p))
-
-
 def step_generator(seed: int, step: int) -> torch.Generator:
     return torch.Generator().manual_seed(int(seed) * 1_000_003 + int(step))
 
@@ -275,10 +268,10 @@ def reconstruction_figure(ckpt_path: Path, path: Path, bench: Optional[Path] = N
         B = x.shape[0]
         return x.reshape(B, gh, gw, p, p, 3).permute(0, 1, 3, 2, 4, 5).reshape(B, gh * p, gw * p, 3)
 
-    from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
+    from reinlite.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 
-    def to_rgb(x):
-        return (x * torch.tensor(IMAGENET_DEFAULT_STD) + torch.tensor(IMAGENET_DEFAULT_MEAN)).clamp(0, 1).numpy()
+    def to_rgb(x):  # the inverse of reinlite.data.transforms.normalize, channels last
+        return (x * torch.tensor(IMAGENET_STD) + torch.tensor(IMAGENET_MEAN)).clamp(0, 1).numpy()
 
     grey = unpatch(mask[..., None].expand_as(target)).numpy() > 0
     masked = np.where(grey, 0.5, to_rgb(unpatch(target)))
@@ -324,8 +317,10 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
     ap.add_argument("--max-minutes", type=float, default=None,
                     help="stop (after checkpointing) when this session has run this long")
-    ap.add_argument("--export", type=Path, default=None,
-                    help=f"only export <out>/{CKPT} to DIR/{NAME}.{{safetensors,json}}")
+    ap.add_argument("--export", type=Path, nargs="?", const=DEFAULT_EXPORT_DIR, default=None, metavar="DIR",
+                    help=f"only export <out>/{CKPT} to DIR/{NAME}.{{safetensors,json}} (DIR: "
+                         f"./{DEFAULT_EXPORT_DIR} under the current directory if left out; to ship "
+                         f"the weights, reinlite/weights from a checkout)")
     ap.add_argument("--figure", type=Path, default=None,
                     help="with --export: also save masked input | reconstruction | original to this PNG")
     ap.add_argument("--figure-bench", type=Path, default=None,
@@ -350,10 +345,7 @@ def run(args: argparse.Namespace, command: Optional[str] = None) -> dict:
     torch.manual_seed(args.seed)
     model = MaskedAutoencoder(build_vit(**vit_overrides), args.dec_dim, args.dec_depth, args.dec_heads)
     params = [p for p in model.parameters() if p.requires_grad]
-    decay = [p for p in params if p.ndim >= 2]
-    no_decay = [p for p in params if p.ndim < 2]
-    opt = torch.optim.AdamW([{"params": decay, "weight_decay": args.wd},
-                             {"params": no_decay, "weight_decay": 0.0}], lr=args.lr, betas=(0.9, 0.95))
+    opt = build_optimizer(ndim_decay_groups(params, args.wd), lr=args.lr, betas=(0.9, 0.95))
     saved_args = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
     step, elapsed, cpu, history = 0, 0.0, 0.0, []
     command = command or "reinlite pretrain-mae " + " ".join(shlex.quote(a) for a in sys.argv[2:])
@@ -381,7 +373,7 @@ def run(args: argparse.Namespace, command: Optional[str] = None) -> dict:
         (args.out / "command.txt").write_text(command + "\n")
     last = None
     if step >= args.steps:
-        log.info("already finished (%d steps); export with --export reinlite/weights", step)
+        log.info("already finished (%d steps); export with --export DIR", step)
         return dict(step=step, elapsed=elapsed, cpu=cpu)
 
     sizes = dict(size=(16, 32), full=(32, 64)) if args.tiny else {}
@@ -406,14 +398,9 @@ def run(args: argparse.Namespace, command: Optional[str] = None) -> dict:
         while step < args.steps:
             images = torch.cat([ds[i] for i in range(step * per_step, (step + 1) * per_step)])
             keep = random_keep(images.shape[0], n, n_keep, step_generator(args.seed, step))
-            for g in opt.param_groups:
-                g["lr"] = lr_at(step, args.steps, args.lr, args.warmup)
-            pred, mask = model(images, keep)
-            loss = mae_loss(pred, images, mask, model.p)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(params, 1.0)
-            opt.step()
+            set_lr(opt, warmup_cosine_lr(args.lr, step, args.steps, args.warmup))
+            loss = train_step(model, (images, keep), lambda out: mae_loss(out[0], images, out[1], model.p),
+                              opt, params=params, grad_clip=1.0).loss
             step += 1
             now_wall, now_cpu = time.time(), time.process_time()
             elapsed += now_wall - t_wall
@@ -432,7 +419,7 @@ def run(args: argparse.Namespace, command: Optional[str] = None) -> dict:
                 break
     if step == args.steps:
         log.info("done: %d steps, %.1f min wall, %.1f CPU-min; export with reinlite pretrain-mae "
-                 "--out %s --export reinlite/weights", step, elapsed / 60, cpu / 60, args.out)
+                 "--out %s --export DIR", step, elapsed / 60, cpu / 60, args.out)
     return dict(step=step, elapsed=elapsed, cpu=cpu, loss=last)
 
 

@@ -36,27 +36,23 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from reinlite.models.backbone import create_vit
+from reinlite.models.backbone import count_parameters, create_vit
 from reinlite.weights import COURSE_BACKBONES, COURSE_VIT
 from reinlite.data import IGNORE_INDEX as IGNORE
+from reinlite.data.transforms import normalize
 from reinlite.engine.evaluate import confusion_matrix, mean_iou
+from reinlite.engine.optim import build_optimizer, poly_lr
+from reinlite.engine.step import train_step
 
 log = logging.getLogger(__name__)
 RANDOM = "random"          # a randomly initialised ViT of the course shape (seed 0)
 RANDOM_LABEL = "random ViT"
 
 
-def _stats(shape=(1, 3, 1, 1)) -> tuple[torch.Tensor, torch.Tensor]:
-    from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
-
-    return torch.tensor(IMAGENET_DEFAULT_MEAN).view(shape), torch.tensor(IMAGENET_DEFAULT_STD).view(shape)
-
-
 def normalise(images_uint8_nhwc) -> torch.Tensor:
-    """uint8 [N, H, W, 3] (numpy or tensor) -> float32 [N, 3, H, W], ImageNet-normalised."""
-    mean, std = _stats()
-    x = torch.as_tensor(images_uint8_nhwc).permute(0, 3, 1, 2).float().div(255)
-    return (x - mean) / std
+    """uint8 [N, H, W, 3] (numpy or tensor) -> float32 [N, 3, H, W], ImageNet-normalised
+    (reinlite.data.transforms.normalize)."""
+    return normalize(torch.as_tensor(images_uint8_nhwc).permute(0, 3, 1, 2))
 
 
 def build(kind: str, size, weights=None):
@@ -109,7 +105,7 @@ def train_probe(feat, masks, num_classes, epochs=30, lr=1e-2, batch=32, seed=0):
     mu = feat.mean((0, 2, 3), keepdim=True)
     sd = feat.std((0, 2, 3), keepdim=True) + 1e-6
     probe = nn.Conv2d(feat.shape[1], num_classes, 1)
-    opt = torch.optim.AdamW(probe.parameters(), lr=lr, weight_decay=1e-4)
+    opt = build_optimizer(probe.parameters(), lr=lr, weight_decay=1e-4)
     n = len(feat)
     steps = epochs * ((n + batch - 1) // batch)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps)
@@ -119,11 +115,8 @@ def train_probe(feat, masks, num_classes, epochs=30, lr=1e-2, batch=32, seed=0):
         for i in range(0, n, batch):
             idx = perm[i:i + batch]
             x = (feat[idx] - mu) / sd
-            logits = F.interpolate(probe(x), size=masks.shape[-2:], mode="bilinear", align_corners=False)
-            loss = F.cross_entropy(logits, masks[idx], ignore_index=IGNORE)
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
+            train_step(lambda z: F.interpolate(probe(z), size=masks.shape[-2:], mode="bilinear", align_corners=False),
+                       x, lambda logits: F.cross_entropy(logits, masks[idx], ignore_index=IGNORE), opt)
             sched.step()
     return lambda f: probe((f - mu) / sd)
 
@@ -212,8 +205,8 @@ def rein_vs_full(data, doms, nc, size, steps=200, batch=8, seed=0, weights=None)
             groups = [{"params": list(bb.vit.parameters()), "lr": 1e-4}, {"params": head.parameters(), "lr": 1e-3}]
         else:
             groups = [{"params": bb.trainable_parameters() + list(head.parameters()), "lr": 1e-3}]
-        opt = torch.optim.AdamW(groups, weight_decay=0.01)
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda k: (1 - k / steps) ** 0.9)
+        opt = build_optimizer(groups, lr=1e-3, weight_decay=0.01)
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda k: poly_lr(1.0, k, steps))
 
         def forward(x):
             feats, _ = bb(x)
@@ -231,13 +224,10 @@ def rein_vs_full(data, doms, nc, size, steps=200, batch=8, seed=0, weights=None)
             y = masks[idx]
             if k % 2:
                 x, y = x.flip(-1), y.flip(-1)
-            loss = F.cross_entropy(forward(x), y, ignore_index=IGNORE)
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
+            loss = train_step(forward, x, lambda logits: F.cross_entropy(logits, y, ignore_index=IGNORE), opt).loss
             sched.step()
         bb.eval()
-        n_train = sum(q.numel() for grp in groups for q in grp["params"])
+        n_train = count_parameters(bb, trainable_only=True) + count_parameters(head)
         res[method] = {"trainable_params": n_train}
         with torch.no_grad():
             for d in doms:

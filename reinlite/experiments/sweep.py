@@ -202,6 +202,7 @@ def run_one(spec: dict, seed: int, base: dict, out: Path, eval_source: bool,
     """
     from reinlite.config import load_config
     from reinlite.engine.train import train
+    from reinlite.models.backbone import count_parameters
 
     name = run_name(spec, seed, backbone)
     run_dir = out / "runs" / name
@@ -234,8 +235,8 @@ def run_one(spec: dict, seed: int, base: dict, out: Path, eval_source: bool,
     res, model, stored = _evaluate_checkpoint(result["checkpoint"], domains, cfg.model.method)
     rec = dict(name=spec["name"], group=spec["group"], method=stored.model.method, kwargs=spec["kwargs"],
                overrides=run_overrides(spec, backbone), backbone=backbone_label(backbone), seed=seed,
-               trainable_backbone=sum(p.numel() for p in model.backbone.parameters() if p.requires_grad),
-               trainable_total=sum(p.numel() for p in model.parameters() if p.requires_grad),
+               trainable_backbone=count_parameters(model.backbone, trainable_only=True),
+               trainable_total=count_parameters(model, trainable_only=True),
                miou={k: v["miou"] for k, v in res["domains"].items()}, mean_targets=res["mean"],
                targets=res["targets"], train_seconds=train_seconds, eval_seconds=res["seconds"],
                steps=result["step"], final_loss=(result.get("losses") or [None])[-1],

@@ -18,6 +18,7 @@ from typing import Any, Optional
 import torch
 
 from reinlite.experiments.gpu_check.phases import build, domain_images, make_batches, sync, time_steps, train_step
+from reinlite.engine.device import pick_device
 from reinlite.experiments.gpu_check.settings import check_config, config_facts
 
 def _child_env(threads: Optional[int] = None) -> dict[str, str]:
@@ -72,7 +73,7 @@ def ddp_worker(tiny: bool, device_name: str, steps: int, out: Path) -> int:
     dist.init_process_group(backend)
     rank, world = dist.get_rank(), dist.get_world_size()
     local = int(os.environ.get("LOCAL_RANK", "0"))
-    device = torch.device("cuda", local) if device_name == "cuda" else torch.device("cpu")
+    device = pick_device(device_name, index=local)
     if device.type == "cuda":
         torch.cuda.set_device(device)
     try:

@@ -97,17 +97,13 @@ def free_memory(device: torch.device) -> None:
 
 def train_step(net, criterion, optimizer, images, labels, amp: bool,
                grad_clip: Optional[float] = None) -> torch.Tensor:
-    """One step as ``reinlite train`` takes it: forward under autocast, the loss outside it,
-    the gradient norm (clipped at ``grad_clip``; the release: none), AdamW."""
-    with torch.autocast(images.device.type, dtype=torch.bfloat16, enabled=amp):
-        outputs = net(images)
-    loss = criterion(outputs, labels)["loss"]
-    optimizer.zero_grad(set_to_none=True)
-    loss.backward()
-    params = [p for g in optimizer.param_groups for p in g["params"]]
-    torch.nn.utils.clip_grad_norm_(params, float(grad_clip or "inf"))
-    optimizer.step()
-    return loss.detach()
+    """One step as ``reinlite train`` takes it (reinlite.engine.step.train_step: forward under
+    autocast, the loss outside it, the gradient norm clipped at ``grad_clip`` (the release:
+    none), AdamW) on one batch; returns the loss (detached)."""
+    from reinlite.engine import step
+
+    return step.train_step(net, images, lambda outputs: criterion(outputs, labels), optimizer,
+                           grad_clip=grad_clip, amp=amp).loss
 
 
 def time_steps(net, criterion, optimizer, batch, amp: bool, device: torch.device, warmup: int,

@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from reinlite.experiments.gpu_check.children import run_child, torchrun
+from reinlite.models.backbone import count_parameters
 from reinlite.experiments.gpu_check.phases import build, domain_images, free_memory, make_batches, profile_steps, slide_rate, time_steps, \
     train_step
 from reinlite.experiments.gpu_check.report import format_markdown, summarise
@@ -59,9 +60,9 @@ def run_gpu_check(settings: Settings) -> dict[str, Any]:
 
 
 def _run(s: Settings) -> dict[str, Any]:
-    device = torch.device(s.device)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError("gpu-check: --device cuda but torch sees no GPU (use --tiny for the CPU mode)")
+    from reinlite.engine.device import pick_device
+
+    device = pick_device(s.device)  # --device cuda without a GPU: a ConfigError (a ValueError)
     if device.type == "cpu" and not s.tiny:
         raise ValueError("gpu-check: no GPU on this machine; DINOv2-L at 512 x 512 does not fit the "
                          "8-minute budget on a CPU: run --tiny (the CPU mode) instead")
@@ -122,10 +123,10 @@ def _run(s: Settings) -> dict[str, Any]:
         state.update(model=model, criterion=criterion, make_opt=make_opt, samples=samples,
                      init={k: v.detach().clone() for k, v in model.named_parameters() if v.requires_grad})
         state["batch"] = make_batches(samples, facts["crop"], facts["batch_size"], 1, device)[0]
-        trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-        total = sum(p.numel() for p in model.parameters())
-        return dict(build_s=round(build_s, 1), data=source, trainable_params=trainable, params=total,
-                    backbone_trainable=sum(p.numel() for p in model.backbone.parameters() if p.requires_grad))
+        return dict(build_s=round(build_s, 1), data=source,
+                    trainable_params=count_parameters(model, trainable_only=True),
+                    params=count_parameters(model),
+                    backbone_trainable=count_parameters(model.backbone, trainable_only=True))
 
     phase("build_rein", build_rein, wanted=True)
 
@@ -158,7 +159,7 @@ def _run(s: Settings) -> dict[str, Any]:
         model, criterion, make_opt = build(fcfg, device)
         state.update(full_model=model, full_criterion=criterion, full_make_opt=make_opt)
         return dict(build_s=round(time.perf_counter() - t0, 1), backbone_lr_mult=fcfg.optim.backbone_lr_mult,
-                    trainable_params=sum(p.numel() for p in model.parameters() if p.requires_grad))
+                    trainable_params=count_parameters(model, trainable_only=True))
 
     phase("build_full", build_full, ["build_rein"],
           wanted="step_full_bf16" in s.phases or "step_full_fp32" in s.phases)

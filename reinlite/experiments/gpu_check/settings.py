@@ -6,8 +6,6 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any, Optional, Sequence
 
-import torch
-
 RELEASE = "gta2cs_dinov2_large"
 PAPER = dict(gpu="RTX 3090 Ti", iters=40000, rein_hours=9.5, rein_gb=10.0, full_hours=11.2, full_gb=14.7)
 PAPER["time_ratio"] = round(PAPER["rein_hours"] / PAPER["full_hours"], 2)   # 0.85
@@ -62,8 +60,10 @@ class Settings:
         s.steps = (3 if s.tiny else 20) if s.steps is None else s.steps
         s.train_steps = (12 if s.tiny else 200) if s.train_steps is None else s.train_steps
         s.slide_images = (2 if s.tiny else 20) if s.slide_images is None else s.slide_images
-        if s.device == "auto":
-            s.device = "cuda" if torch.cuda.is_available() and not s.tiny else "cpu"
+        if s.device == "auto":  # reinlite.engine.device's rule; the tiny mode is the CPU mode
+            from reinlite.engine.device import pick_device
+
+            s.device = "cpu" if s.tiny else pick_device("auto").type
         if s.compile is None:
             s.compile = s.device == "cuda"
         s.phases = list((TINY_PHASES if s.tiny else PHASES) if s.phases is None else s.phases)
