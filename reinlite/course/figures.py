@@ -333,7 +333,7 @@ def training_log_figure(log, title: str = "", path=None, scale_init: Optional[fl
             ax.plot(steps, [e[key] for e in lines], color=colour, lw=1, label=key.replace("loss_", "") + " (last layer)")
     ax.set_yscale("log")
     ax.set_title("training loss", fontsize=9)
-    ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False)
+    ax.legend(fontsize=7, loc="center right", frameon=False)    # between the total and the terms
     ax = axes[0, 1]
     ax.plot(steps, [e["lr"] for e in lines], color="#9467bd")
     ax.set_title("learning rate (poly schedule)", fontsize=9)
