@@ -29,19 +29,28 @@ def show_images(images, titles: Optional[Sequence[str]] = None, ncols: Optional[
     ncols = ncols or min(n, 4)
     nrows = (n + ncols - 1) // ncols
     h, w = _to_numpy_image(images[0]).shape[:2]
+    title_room = 0.3 if titles is not None else 0.0     # inches per row for a title line
     fig, axes = plt.subplots(nrows, ncols, figsize=(size * ncols * w / max(h, w) * 1.1 + 0.2,
-                                                    size * nrows * h / max(h, w) * 1.1 + 0.4),
+                                                    nrows * (size * h / max(h, w) * 1.1 + title_room) + 0.4),
                              squeeze=False)
     for i, ax in enumerate(axes.flat):
         ax.axis("off")
         if i < n:
             ax.imshow(_to_numpy_image(images[i]))
             if titles is not None and i < len(titles):
-                ax.set_title(titles[i], fontsize=9)
+                ax.set_title(_wrap(titles[i], size * w / max(h, w) * 1.1), fontsize=9)
     if suptitle:
         fig.suptitle(suptitle, fontsize=10)
     fig.tight_layout()
     return fig
+
+
+def _wrap(title: str, width_inches: float, fontsize: float = 9) -> str:
+    """``title`` broken into lines that fit a panel ``width_inches`` wide (about 0.55 em a character)."""
+    import textwrap
+
+    chars = max(8, int(width_inches * 72 / (0.55 * fontsize)))
+    return textwrap.fill(str(title), chars)
 
 
 def similarity_maps(image, maps, grid: Sequence[int], titles: Optional[Sequence[str]] = None,
@@ -80,7 +89,7 @@ def similarity_maps(image, maps, grid: Sequence[int], titles: Optional[Sequence[
             ph, pw = h / gh, w / gw
             ax.add_patch(Rectangle((c * pw, r * ph), pw, ph, fill=False, edgecolor="cyan", lw=2))
         if titles is not None and i < len(titles):
-            ax.set_title(titles[i], fontsize=9)
+            ax.set_title(_wrap(titles[i], size * w / max(h, w) * 1.15), fontsize=9)
     if shown is not None:
         fig.colorbar(shown, ax=axes.ravel().tolist(), shrink=0.7)
     if suptitle:
@@ -285,51 +294,76 @@ def read_training_log(path) -> list[dict]:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no training log (a run writes log.jsonl into its folder)")
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    lines = []
+    for number, line in enumerate(path.read_text().splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            lines.append(json.loads(line))
+        except json.JSONDecodeError as error:
+            raise ValueError(f"{path}, line {number}: not a JSON object ({error.msg}); "
+                             "expected one JSON dict per logged step") from None
+    return lines
 
 
-def training_log_figure(log, title: str = "", path=None):
-    """Loss, learning rate and (for Rein runs) the scale s and ||s Delta f|| / ||f|| against steps.
+def training_log_figure(log, title: str = "", path=None, scale_init: Optional[float] = None):
+    """Loss, learning rate, gradient norm and (for Rein runs) the scale s and ||s Delta f|| / ||f||
+    against steps, as a 2 x 2 grid.
 
     Args:
-        log: a list of log lines (:func:`read_training_log`) or a path to ``log.jsonl``.
-    Returns the figure: 3 panels, or 4 when the log carries Rein's diagnostics.
+        log: a list of log lines (:func:`read_training_log`) or a path to ``log.jsonl``. Each line
+            holds ``step``, ``loss`` (the weighted total over all decoder layers), ``loss_cls`` /
+            ``loss_mask`` / ``loss_dice`` (the last layer's unweighted terms), ``lr`` and
+            ``grad_norm``; a Rein run adds ``rein_scale`` and ``rein_delta_ratio``.
+        scale_init: s before the first step (``cfg.model.rein.scale_init``), drawn at step 0:
+            the log records s *after* each step's update, and AdamW's first update moves every
+            parameter by about lr, so with lr = s's start s can be near 0 at step 1.
+    Returns the figure: the fourth panel says "no Rein diagnostics" for other methods' logs.
     """
     plt = _plt()
     lines = read_training_log(log) if not isinstance(log, list) else log
+    if not lines:
+        raise ValueError(f"{log if not isinstance(log, list) else 'the log'}: no logged steps to plot")
     steps = [e["step"] for e in lines]
-    rein = all("rein_scale" in e for e in lines)
-    ncols = 4 if rein else 3
-    fig, axes = plt.subplots(1, ncols, figsize=(3.6 * ncols, 3.0))
-    ax = axes[0]
-    ax.plot(steps, [e["loss"] for e in lines], color="#333333", label="total")
+    fig, axes = plt.subplots(2, 2, figsize=(10, 5.6), constrained_layout=True)
+    ax = axes[0, 0]
+    ax.plot(steps, [e["loss"] for e in lines], color="#333333", label="total (weighted, all layers)")
     for key, colour in (("loss_cls", "#1f77b4"), ("loss_mask", "#2ca02c"), ("loss_dice", "#d62728")):
         if key in lines[0]:
-            # the total sums the three terms (weights 2 / 5 / 5) over 1 + decoder layers
-            ax.plot(steps, [e[key] for e in lines], color=colour, lw=1, label=key.replace("loss_", ""))
+            ax.plot(steps, [e[key] for e in lines], color=colour, lw=1, label=key.replace("loss_", "") + " (last layer)")
     ax.set_yscale("log")
-    ax.set_title("loss (last decoder layer's terms)", fontsize=9)
-    ax.legend(fontsize=7, loc="upper right", frameon=False, ncol=2)
-    axes[1].plot(steps, [e["lr"] for e in lines], color="#9467bd")
-    axes[1].set_title("learning rate (poly, power 0.9)", fontsize=9)
-    axes[1].yaxis.set_major_formatter(plt.FuncFormatter(lambda v, _: f"{v:.1e}"))
-    axes[2].plot(steps, [e["grad_norm"] for e in lines], color="#8c564b")
-    axes[2].set_yscale("log")
-    axes[2].set_title("gradient norm before clipping (clipped to 1)", fontsize=9)
-    if rein:
-        ax = axes[3]
-        ax.plot(steps, [abs(e["rein_scale"]) for e in lines], color="#ff7f0e", label="|s| (Rein's scale)")
+    ax.set_title("training loss", fontsize=9)
+    ax.legend(fontsize=7, loc="center right", frameon=False)    # between the total and the terms
+    ax = axes[0, 1]
+    ax.plot(steps, [e["lr"] for e in lines], color="#9467bd")
+    ax.set_title("learning rate (poly schedule)", fontsize=9)
+    ax.yaxis.set_major_formatter(plt.FuncFormatter(lambda v, _: f"{v:.1e}"))
+    ax = axes[1, 0]
+    ax.plot(steps, [e["grad_norm"] for e in lines], color="#8c564b")
+    ax.set_yscale("log")
+    ax.set_title("gradient norm (before clipping)", fontsize=9)
+    ax = axes[1, 1]
+    if all(e.get("rein_scale") is not None for e in lines):
+        scale_steps, scales = list(steps), [abs(e["rein_scale"]) for e in lines]
+        if scale_init is not None:
+            scale_steps, scales = [0] + scale_steps, [abs(scale_init)] + scales
+        ax.plot(scale_steps, scales, color="#ff7f0e", label="|s| (Rein's scale)")
+        if scale_init is not None:
+            ax.plot([0], [abs(scale_init)], "o", color="#ff7f0e", ms=4, label=f"s at the start ({scale_init:g})")
         if all("rein_delta_ratio" in e for e in lines):
             ax.plot(steps, [e["rein_delta_ratio"] for e in lines], color="#17becf",
                     label="‖sΔf‖ / ‖f‖ (mean over blocks)")
         ax.set_title("how much Rein moves the features", fontsize=9)
         ax.legend(fontsize=7, loc="upper left", frameon=False)
-    for ax in axes:
+    else:
+        ax.text(0.5, 0.5, "no Rein diagnostics in this log", ha="center", va="center", fontsize=9,
+                transform=ax.transAxes)
+        ax.set_xticks([]), ax.set_yticks([])
+    for ax in axes.flat:
         ax.set_xlabel("step", fontsize=8)
         ax.tick_params(labelsize=7)
     if title:
         fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
     if path is not None:
         fig.savefig(path, dpi=120, bbox_inches="tight")
     return fig
