@@ -41,6 +41,7 @@ import time
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
+from reinlite.config import AdaptFormerConfig, LoraConfig, ReinConfig, VptConfig
 from reinlite.errors import InputError
 
 METHODS = ("rein", "frozen", "frozen+bwd", "full", "lora", "vpt", "adaptformer")
@@ -61,7 +62,7 @@ def describe(run, note: str) -> dict[str, Any]:
                 head=asdict(run.model.head), rein=asdict(run.model.rein), source=run.name)
 
 
-def course_config(num_tokens: int = 100, overrides: Sequence[str] = ()) -> dict[str, Any]:
+def course_config(num_tokens: int = ReinConfig.num_tokens, overrides: Sequence[str] = ()) -> dict[str, Any]:
     """The course run (reinlite/configs/course.json) with Rein at m = ``num_tokens``; the
     baselines learn as many queries. The ViT is built at the crop size."""
     from reinlite.config import load_config
@@ -84,24 +85,27 @@ def tiny_config() -> dict[str, Any]:
 
 
 # ----------------------------------------------------------------------------- one measurement
-BASELINE_KWARGS = dict(lora=dict(rank=8), adaptformer=dict(bottleneck=64))
+# the baselines' sizes: their config defaults (reinlite.config), the one home
+BASELINE_KWARGS = dict(lora=dict(rank=LoraConfig.rank), adaptformer=dict(bottleneck=AdaptFormerConfig.bottleneck))
 
 
-def run_config(method: str, cfg: dict, num_prompts: int = 50):
+def run_config(method: str, cfg: dict, num_prompts: int = VptConfig.num_prompts):
     """The run config (reinlite.config.Config) of ``method`` on the bench's ``cfg``."""
     from dataclasses import replace
 
-    from reinlite.config import from_dict
+    from reinlite.config import backbone_lr_mult, from_dict
 
     if method not in METHODS:
         raise InputError(f"unknown bench method {method!r}; choose from {', '.join(METHODS)}")
     run = from_dict(cfg["run"])
     base = "frozen" if method == "frozen+bwd" else method
     kwargs = dict(num_prompts=num_prompts) if base == "vpt" else BASELINE_KWARGS.get(base, {})
-    return replace(run, model=replace(run.model, method=base, method_kwargs=dict(kwargs)))
+    # the method's own backbone lr factor (x0.1 for full fine-tuning), as `reinlite train` resolves it
+    optim = replace(run.optim, backbone_lr_mult=backbone_lr_mult(replace(run.optim, backbone_lr_mult=None), base))
+    return replace(run, model=replace(run.model, method=base, method_kwargs=dict(kwargs)), optim=optim)
 
 
-def build_model(method: str, cfg: dict, num_prompts: int = 50, segmentor: bool = False):
+def build_model(method: str, cfg: dict, num_prompts: int = VptConfig.num_prompts, segmentor: bool = False):
     """(backbone, head) for ``method`` on ``cfg``, through the one builder (reinlite.models.segmentor);
     the whole segmentor (in train mode) with ``segmentor=True``."""
     from reinlite.models.segmentor import build_model as build
@@ -163,7 +167,7 @@ def _peak_rss_bytes() -> int:
 
 
 def measure(method: str, cfg: dict, steps: int = 5, warmup: int = 2, amp: str = "none",
-            part: str = "step", threads: int = 1, num_prompts: int = 50, device: str = "cpu",
+            part: str = "step", threads: int = 1, num_prompts: int = VptConfig.num_prompts, device: str = "cpu",
             seed: int = 0) -> dict[str, Any]:
     """Time ``steps`` training steps of ``method`` (after ``warmup``) and their peak memory.
 
@@ -438,8 +442,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threads", type=int, default=1, help="torch threads per process (default 1)")
     p.add_argument("--clock", choices=("cpu", "wall"), default="cpu",
                    help="time ratios from process CPU time (default; robust on shared cores) or wall time")
-    p.add_argument("--num-tokens", type=int, default=100, help="Rein's m (default 100, the paper's)")
-    p.add_argument("--num-prompts", type=int, default=50, help="VPT prompts per layer on the course ViT (default 50)")
+    p.add_argument("--num-tokens", type=int, default=ReinConfig.num_tokens,
+                   help=f"Rein's m (default {ReinConfig.num_tokens}, the paper's)")
+    p.add_argument("--num-prompts", type=int, default=VptConfig.num_prompts,
+                   help=f"VPT prompts per layer on the course ViT (default {VptConfig.num_prompts})")
     p.add_argument("--img-size", type=int, nargs=2, default=None, metavar=("H", "W"), help="crop size (default: course)")
     p.add_argument("--batch-size", type=int, default=None, help="default: the course config's")
     p.add_argument("--json", default="bench.json", help="write the full report here (default bench.json)")
