@@ -5,26 +5,16 @@ import torch
 from reinlite.course.experiments import metric, quick_run, run_signature, without_sink
 from reinlite.course.feedback import CheckFailed, check_experiment
 from reinlite.models import rein as rein_module
+from tiny import make_tiny_config
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def tiny(tmp_path):
-    """A model and data small enough for a few steps in about a second."""
-    return {
-        "name": "tiny", "out_dir": str(tmp_path / "run"), "device": "cpu", "seed": 3,
-        "model": {"backbone": "vit_tiny_patch16_224", "pretrained": False, "img_size": 32,
-                  "patch_size": 8, "backbone_kwargs": {"depth": 2, "embed_dim": 32, "num_heads": 2},
-                  "rein": {"num_tokens": 6, "rank": 4, "query_dim": 32},
-                  "head": {"hidden_dim": 32, "num_layers": 2, "num_heads": 4, "ffn_dim": 64,
-                           "mask_dim": 32, "pixel_decoder": "fpn"}},
-        "loss": {"num_points": 64},
-        "data": {"kind": "random", "crop_size": [32, 32], "random_size": [32, 32],
-                 "random_count": 4, "num_workers": 0, "short_sides": None, "source": "gta",
-                 "targets": ["cityscapes"]},
-        "optim": {"iters": 5, "batch_size": 2, "lr": 1e-3, "grad_clip": 1.0},
-        "eval": {"mode": "whole", "resize": [32, 32]},
-    }
+    """The tests' tiny run (tests/configs/tiny.json), evaluated on one target at 32 x 32."""
+    return make_tiny_config(tmp_path, data={"random_size": [32, 32], "random_count": 4, "source": "gta",
+                                            "targets": ["cityscapes"]},
+                            eval={"mode": "whole", "resize": [32, 32]})
 
 
 def test_quick_run_records_the_choice_the_curve_and_the_diagnostics(tmp_path):

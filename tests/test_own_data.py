@@ -14,6 +14,7 @@ from reinlite import cli
 from reinlite.config import ConfigError, load_config
 from reinlite.data.pipeline import build_dataset
 from reinlite.engine.train import train
+from tiny import make_tiny_config
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -60,20 +61,12 @@ def write_hf(root, pairs_root):
 
 
 def tiny(tmp, kind, root, **data):
-    return {
-        "name": f"own_{kind}", "out_dir": str(tmp / f"run_{kind}"), "device": "cpu", "seed": 1,
-        "model": {"backbone": "vit_tiny_patch16_224", "pretrained": False, "img_size": 32,
-                  "patch_size": 8, "backbone_kwargs": {"depth": 2, "embed_dim": 32, "num_heads": 2},
-                  "rein": {"num_tokens": 4, "rank": 4, "query_dim": 32},
-                  "head": {"hidden_dim": 32, "num_layers": 1, "num_heads": 4, "ffn_dim": 32,
-                           "mask_dim": 32, "pixel_decoder": "fpn"}},
-        "loss": {"num_points": 32},
-        "data": {"kind": kind, "root": str(root), "source": "mine", "targets": ["val"],
-                 "crop_size": [32, 32], "short_sides": None, "num_workers": 0, **data},
-        "optim": {"iters": 2, "batch_size": 2},
-        "train": {"progress": False},
-        "eval": {"mode": "slide", "crop": [32, 32], "stride": [24, 24]},
-    }
+    """The tests' tiny run (tests/configs/tiny.json) on a dataset of ``kind`` at ``root``."""
+    cfg = make_tiny_config(name=f"own_{kind}", out_dir=str(tmp / f"run_{kind}"), seed=1,
+                           optim={"iters": 2}, eval={"mode": "slide", "crop": [32, 32], "stride": [24, 24]})
+    cfg["data"] = {"kind": kind, "root": str(root), "source": "mine", "targets": ["val"],
+                   "crop_size": [32, 32], "short_sides": None, "num_workers": 0, **data}
+    return cfg
 
 
 @pytest.fixture(scope="module")
