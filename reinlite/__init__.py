@@ -19,7 +19,8 @@ The package's folders are its architecture:
 """
 from reinlite.models.backbone import ReinBackbone, build_backbone, parameter_table
 from reinlite.models.rein import Rein
-from reinlite.models.segmentor import Predictor, build_model, load_model, load_run
+from reinlite.engine.evaluate import Predictor, load_model, load_run
+from reinlite.models.segmentor import build_model
 from reinlite.viz import overlay
 from reinlite.weights import CheckpointError, load_rein_checkpoint
 

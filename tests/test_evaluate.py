@@ -9,7 +9,7 @@ from reinlite import cli
 from reinlite.engine.evaluate import (confusion_matrix, evaluate, format_table, infer,
                                iou_from_confusion, mean_iou, predict_files, slide_inference)
 from reinlite.config import load_config
-from reinlite.models.segmentor import load_run
+from reinlite.engine.evaluate import load_run
 from reinlite.engine.train import train
 from reinlite.viz import normalize_confusion, overlay
 

@@ -156,7 +156,7 @@ def tiny_config_file(tmp_path, tiny_config) -> Path:
 @pytest.mark.slow
 @pytest.mark.usefixtures("one_thread")
 def test_tiny_sweep_builds_each_method_by_config_and_records_curves(tmp_path, monkeypatch, tiny_config):
-    from reinlite.models.segmentor import load_run
+    from reinlite.engine.evaluate import load_run
 
     out = tmp_path / "sweep"
     config = tiny_config_file(tmp_path, tiny_config)

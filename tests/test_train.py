@@ -12,7 +12,8 @@ from reinlite.engine.checkpoint import load_trainable, read_run_checkpoint
 from reinlite.weights import CheckpointError
 from reinlite.config import ConfigError, load_config
 from reinlite.data.pipeline import StepBatchSampler
-from reinlite.models.segmentor import build_model, load_run
+from reinlite.engine.evaluate import load_run
+from reinlite.models.segmentor import build_model
 from reinlite.engine.optim import param_groups, poly_lr
 from reinlite.engine.train import NonFiniteLoss, train
 

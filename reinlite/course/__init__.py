@@ -276,7 +276,7 @@ def trained_model(name: str = "course", train_steps: Optional[int] = None, verbo
     directory outside one; this needs the benchmark under ``data/`` and takes minutes on a CPU).
     """
     from reinlite.config import load_config
-    from reinlite.models.segmentor import load_run
+    from reinlite.engine.evaluate import load_run
     from reinlite.engine.train import train
 
     path = find_checkpoint(name)

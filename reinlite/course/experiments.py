@@ -42,7 +42,7 @@ from reinlite.config_checks import validate
 from reinlite.engine.evaluate import evaluate
 from reinlite.engine.train import train
 from reinlite.models import rein as rein_module
-from reinlite.models.segmentor import load_run
+from reinlite.engine.evaluate import load_run
 
 __all__ = ["quick_run", "run_signature", "without_sink", "METRICS", "metric"]
 

@@ -14,8 +14,7 @@ from typing import Sequence
 
 from reinlite.config import load_config
 from reinlite.data.pipeline import resolve_path
-from reinlite.engine.evaluate import evaluate
-from reinlite.models.segmentor import load_run
+from reinlite.engine.evaluate import evaluate, load_run
 from reinlite.engine.train import train
 
 log = logging.getLogger(__name__)

@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 import time
 from pathlib import Path
 from typing import Optional, Sequence
@@ -27,12 +28,14 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from reinlite.config import Config, EvalConfig, load_config
+from reinlite.config import Config, ConfigError, EvalConfig, load_config
 from reinlite.errors import InputError
 from reinlite.data.pipeline import build_dataset, load_sample
 from reinlite.data.transforms import normalize
 from reinlite.engine.device import amp_enabled, pick_device
-from reinlite.models.segmentor import Segmentor, load_run
+from reinlite.engine.checkpoint import load_trainable, read_run_checkpoint
+from reinlite.models.segmentor import Segmentor, build_model
+from reinlite.weights import CheckpointError
 
 log = logging.getLogger(__name__)
 
@@ -368,3 +371,90 @@ def run_predict_cli(args) -> int:
     for path in predict_files(model, cfg, args.images, args.out, args.alpha):
         print(path)
     return 0
+
+
+# ----------------------------------------------------------------------------------------
+# A trained run, rebuilt from its checkpoint
+# ----------------------------------------------------------------------------------------
+def load_run(checkpoint: str | os.PathLike, cfg: Optional[Config] = None,
+             overrides: Sequence[str] = ()) -> tuple[Segmentor, Config]:
+    """Rebuild the model of a run's checkpoint (file or run folder) from the config stored in
+    it (or ``cfg``), load the trained weights strictly, and return (model in eval mode, cfg).
+
+    The checkpoint's classes (its stored ``data.classes``) must be the config's: evaluating a
+    model on other classes is refused, naming both lists."""
+    weights, meta = read_run_checkpoint(checkpoint)
+    stored = load_config(json.loads(meta["config"])) if "config" in meta else None
+    if cfg is None:
+        if stored is None:
+            raise CheckpointError(f"{checkpoint}: no config in the checkpoint's metadata; pass a config")
+        cfg = load_config(stored, overrides)
+    elif overrides:
+        cfg = load_config(cfg, overrides)
+    if stored is not None and list(stored.data.classes) != list(cfg.data.classes):
+        raise ConfigError(f"{checkpoint} was trained on the classes [{', '.join(stored.data.classes)}] "
+                          f"but the config names [{', '.join(cfg.data.classes)}]; a model trained on "
+                          "some classes cannot be evaluated on others")
+    torch.manual_seed(cfg.seed)  # a backbone built with pretrained=False is reproducible
+    model = build_model(cfg.model)
+    load_trainable(model, weights, str(checkpoint))
+    return model.eval(), cfg
+
+
+class Predictor:
+    """A trained run ready for scripts (:func:`load_model`).
+
+    predict(image) -> class ids at the image's size: a PIL image or numpy [H, W, 3] gives a
+    numpy int64 [H, W]; a tensor [3, H, W] / [B, 3, H, W] gives a long tensor [H, W] /
+    [B, H, W]. Inference follows the run's stored eval config (slide or whole, resize);
+    sizes the patch size does not divide are padded.
+    overlay(image, labels=None, alpha=0.5) -> uint8 [H, W, 3] in the run's class colours.
+    ``classes``: the class names (label id i is ``classes[i]``); ``model`` the Segmentor;
+    ``cfg`` the run's config. ``model, cfg = predictor`` unpacks as the older API did.
+    """
+
+    def __init__(self, model: Segmentor, cfg: Config):
+        self.model, self.cfg = model.eval(), cfg
+        self.classes: tuple = tuple(cfg.data.classes)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    def to(self, device) -> "Predictor":
+        self.model.to(device)
+        return self
+
+    def predict(self, image):
+        labels = predict_image(self.model, self.cfg, image)
+        return labels if isinstance(image, torch.Tensor) else labels.numpy()
+
+    def overlay(self, image, labels=None, alpha: float = 0.5):
+        from reinlite.viz import overlay
+
+        labels = self.predict(image) if labels is None else labels
+        rgb = to_uint8_image(image).permute(1, 2, 0).numpy()
+        return overlay(rgb, labels, alpha, classes=self.classes)
+
+    def __iter__(self):  # model, cfg = load_model(run): the (Segmentor, Config) of earlier versions
+        return iter((self.model, self.cfg))
+
+    def __repr__(self):
+        return (f"Predictor({self.cfg.model.backbone} + {self.cfg.model.method}, "
+                f"{len(self.classes)} classes: {', '.join(self.classes[:5])}"
+                f"{', ...' if len(self.classes) > 5 else ''})")
+
+
+def load_model(run: str | os.PathLike, device: Optional[str] = None) -> Predictor:
+    """A trained run (its folder or checkpoint file) as a :class:`Predictor`:
+    ``reinlite.load_model("runs/mine").predict(image)``. The checkpoint alone rebuilds it
+    (its config, with the class names, is stored in it). ``device``: default cuda if
+    available and the run allows it, else cpu."""
+    from pathlib import Path
+
+    if not Path(run).exists():
+        raise FileNotFoundError(f"checkpoint not found: {run}")
+    model, cfg = load_run(run)
+    if device is None:
+        device = "cuda" if torch.cuda.is_available() and cfg.device != "cpu" else "cpu"
+    return Predictor(model.to(device), cfg)

@@ -6,7 +6,7 @@ Every run is the course training (``reinlite.engine.train.train``) with the *sam
 ``model.method_kwargs``, which the config folds into ``model.lora`` / ``vpt`` / ``adaptformer``), and
 per run ``model.backbone`` / ``model.pretrained`` (``--backbones``). The one builder
 (``reinlite.models.segmentor.build_model(cfg.model)``) builds every method, so each run's checkpoint
-records its method and rebuilds itself (``reinlite.models.segmentor.load_run``; the sweep evaluates
+records its method and rebuilds itself (``reinlite.engine.evaluate.load_run``; the sweep evaluates
 through it). Each run is evaluated on the source's held-out split and every unseen target
 domain; the tables give mean +- standard deviation over seeds per domain.
 
@@ -63,7 +63,7 @@ from typing import Optional, Sequence
 
 from reinlite.config import FULL_BACKBONE_LR_MULT, AdaptFormerConfig, LoraConfig, normalise
 from reinlite.errors import InputError
-from reinlite.experiments.sweep_tables import summarise  # the results.md tables
+from reinlite.experiments import sweep_tables
 
 log = logging.getLogger(__name__)
 
@@ -126,6 +126,13 @@ def run_specs(groups, rein_base: dict, vpt_prompts: int) -> list[dict]:
     return specs
 
 
+def summarise(records: list[dict], cfg: dict) -> str:
+    """results.md: the tables of ``records`` (reinlite.experiments.sweep_tables) in the canonical
+    order of :func:`run_specs`."""
+    specs = run_specs(GROUPS, dict(num_tokens=32, rank=16, query_dim=128), 50)
+    return sweep_tables.summarise(records, cfg, order=[(s["group"], s["name"]) for s in specs])
+
+
 def backbone_overrides(label: Optional[str]) -> list[str]:
     """Config overrides of a ``--backbones`` entry (None: the config's own backbone)."""
     if label is None:
@@ -183,7 +190,7 @@ def _evaluate_checkpoint(checkpoint, domains, expect_method: str) -> tuple[dict,
     import torch
 
     from reinlite.engine.evaluate import evaluate
-    from reinlite.models.segmentor import load_run
+    from reinlite.engine.evaluate import load_run
 
     model, cfg = load_run(checkpoint)
     if cfg.model.method != expect_method:

@@ -3,6 +3,7 @@ and the learning curves with Rein's diagnostics (reinlite.experiments.sweep reco
 from __future__ import annotations
 
 import statistics
+from typing import Sequence
 
 
 def _mean_sd(values):
@@ -20,7 +21,7 @@ def _get(cfg: dict, *keys, default=None):
     return cfg
 
 
-def summarise(records: list[dict], cfg: dict) -> str:
+def summarise(records: list[dict], cfg: dict, order: Sequence[tuple[str, str]] = ()) -> str:
     """Markdown tables (mean +- std over seeds per domain), one per group (and backbone);
     Rein's paired gains per backbone; learning curves where runs have them."""
     head = {k: v for k, v in (_get(cfg, "model", "head") or {}).items() if k != "num_queries"}
@@ -30,10 +31,7 @@ def summarise(records: list[dict], cfg: dict) -> str:
              f"{_get(cfg, 'model', 'pretrained')}) unless a table names another, head {head} with as "
              f"many queries as the base Rein has tokens ({(_get(cfg, 'model', 'rein') or {}).get('num_tokens')}).",
              ""]
-    from reinlite.experiments.sweep import GROUPS, run_specs
-
-    order = {(s["group"], s["name"]): i for i, s in enumerate(
-        run_specs(GROUPS, dict(num_tokens=32, rank=16, query_dim=128), 50))}
+    order = {key: i for i, key in enumerate(order)}  # (group, name) in the sweep's canonical order
     records = sorted(records, key=lambda r: (order.get((r["group"], r["name"]), len(order)), r["seed"]))
     backbones = list(dict.fromkeys(r.get("backbone") for r in records))
     tables: dict[tuple, list[str]] = {}

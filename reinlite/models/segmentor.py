@@ -3,28 +3,21 @@
     model = build_model(cfg.model)                 # the one builder, every method
     out = model(images)                            # the head's dict (logits, masks, aux)
     scores = model.predict(images)                 # [B, K, H, W]
-    model, cfg = load_run("runs/course")           # rebuild a run from its checkpoint alone
-    predictor = load_model("runs/course")          # the same, ready for scripts:
-    labels = predictor.predict(image)              # PIL / numpy / tensor -> class ids [H, W]
 
-Rein (``cfg.model.method == "rein"``) makes the decoder's queries from its tokens (Eqs. 6-7),
+A trained run is rebuilt from its checkpoint by ``reinlite.engine.evaluate.load_run`` (and
+``reinlite.load_model``, ready for scripts).
+
+Rein (``cfg.model.method == "rein"``) makes the decoder's queries from its tokens (Eqs. 8-10),
 so the head has ``model.rein.num_tokens`` queries; the baselines (reinlite.models.baselines) have none and
 the head learns as many query embeddings (:func:`reinlite.config.num_queries`).
 """
 
 from __future__ import annotations
 
-import json
-import os
-from typing import Optional, Sequence
-
 import torch
 import torch.nn as nn
 
-from reinlite.engine.checkpoint import load_trainable, read_run_checkpoint, trainable_state_dict
-from reinlite.weights import CheckpointError
-from reinlite.config import (Config, ConfigError, LossConfig, ModelConfig, load_config, method_options,
-                             num_queries)
+from reinlite.config import ConfigError, LossConfig, ModelConfig, method_options, num_queries
 from reinlite.models.head import Mask2FormerHead, semantic_inference
 from reinlite.models.losses import Mask2FormerLoss
 
@@ -51,7 +44,8 @@ class Segmentor(nn.Module):
         return semantic_inference(out["pred_logits"], out["pred_masks"], images.shape[-2:])
 
     def trainable_state_dict(self) -> dict[str, torch.Tensor]:
-        return trainable_state_dict(self)
+        """The parameters that train (Rein / the baseline's, and the head): what a run saves."""
+        return {k: p.detach() for k, p in self.named_parameters() if p.requires_grad}
 
 
 def _pretrained(value):
@@ -88,90 +82,3 @@ def build_model(m: ModelConfig) -> Segmentor:
 def build_criterion(loss: LossConfig, num_classes: int) -> Mask2FormerLoss:
     """The Mask2Former loss from ``cfg.loss`` (and the head's class count)."""
     return Mask2FormerLoss.from_config(loss, num_classes)
-
-
-def load_run(checkpoint: str | os.PathLike, cfg: Optional[Config] = None,
-             overrides: Sequence[str] = ()) -> tuple[Segmentor, Config]:
-    """Rebuild the model of a run's checkpoint (file or run folder) from the config stored in
-    it (or ``cfg``), load the trained weights strictly, and return (model in eval mode, cfg).
-
-    The checkpoint's classes (its stored ``data.classes``) must be the config's: evaluating a
-    model on other classes is refused, naming both lists."""
-    weights, meta = read_run_checkpoint(checkpoint)
-    stored = load_config(json.loads(meta["config"])) if "config" in meta else None
-    if cfg is None:
-        if stored is None:
-            raise CheckpointError(f"{checkpoint}: no config in the checkpoint's metadata; pass a config")
-        cfg = load_config(stored, overrides)
-    elif overrides:
-        cfg = load_config(cfg, overrides)
-    if stored is not None and list(stored.data.classes) != list(cfg.data.classes):
-        raise ConfigError(f"{checkpoint} was trained on the classes [{', '.join(stored.data.classes)}] "
-                          f"but the config names [{', '.join(cfg.data.classes)}]; a model trained on "
-                          "some classes cannot be evaluated on others")
-    torch.manual_seed(cfg.seed)  # a backbone built with pretrained=False is reproducible
-    model = build_model(cfg.model)
-    load_trainable(model, weights, str(checkpoint))
-    return model.eval(), cfg
-
-
-class Predictor:
-    """A trained run ready for scripts (:func:`load_model`).
-
-    predict(image) -> class ids at the image's size: a PIL image or numpy [H, W, 3] gives a
-    numpy int64 [H, W]; a tensor [3, H, W] / [B, 3, H, W] gives a long tensor [H, W] /
-    [B, H, W]. Inference follows the run's stored eval config (slide or whole, resize);
-    sizes the patch size does not divide are padded.
-    overlay(image, labels=None, alpha=0.5) -> uint8 [H, W, 3] in the run's class colours.
-    ``classes``: the class names (label id i is ``classes[i]``); ``model`` the Segmentor;
-    ``cfg`` the run's config. ``model, cfg = predictor`` unpacks as the older API did.
-    """
-
-    def __init__(self, model: Segmentor, cfg: Config):
-        self.model, self.cfg = model.eval(), cfg
-        self.classes: tuple = tuple(cfg.data.classes)
-
-    @property
-    def device(self) -> torch.device:
-        return next(self.model.parameters()).device
-
-    def to(self, device) -> "Predictor":
-        self.model.to(device)
-        return self
-
-    def predict(self, image):
-        from reinlite.engine.evaluate import predict_image
-
-        labels = predict_image(self.model, self.cfg, image)
-        return labels if isinstance(image, torch.Tensor) else labels.numpy()
-
-    def overlay(self, image, labels=None, alpha: float = 0.5):
-        from reinlite.engine.evaluate import to_uint8_image
-        from reinlite.viz import overlay
-
-        labels = self.predict(image) if labels is None else labels
-        rgb = to_uint8_image(image).permute(1, 2, 0).numpy()
-        return overlay(rgb, labels, alpha, classes=self.classes)
-
-    def __iter__(self):  # model, cfg = load_model(run): the (Segmentor, Config) of earlier versions
-        return iter((self.model, self.cfg))
-
-    def __repr__(self):
-        return (f"Predictor({self.cfg.model.backbone} + {self.cfg.model.method}, "
-                f"{len(self.classes)} classes: {', '.join(self.classes[:5])}"
-                f"{', ...' if len(self.classes) > 5 else ''})")
-
-
-def load_model(run: str | os.PathLike, device: Optional[str] = None) -> Predictor:
-    """A trained run (its folder or checkpoint file) as a :class:`Predictor`:
-    ``reinlite.load_model("runs/mine").predict(image)``. The checkpoint alone rebuilds it
-    (its config, with the class names, is stored in it). ``device``: default cuda if
-    available and the run allows it, else cpu."""
-    from pathlib import Path
-
-    if not Path(run).exists():
-        raise FileNotFoundError(f"checkpoint not found: {run}")
-    model, cfg = load_run(run)
-    if device is None:
-        device = "cuda" if torch.cuda.is_available() and cfg.device != "cpu" else "cpu"
-    return Predictor(model.to(device), cfg)
