@@ -48,6 +48,7 @@ from torch import Tensor, nn
 
 from reinlite.config import AdaptFormerConfig, LoraConfig, ReinConfig, VptConfig
 from reinlite.models.backbone import STRIDES, ReinBackbone, ViTBackbone, _default_out_indices, create_vit, rein_for
+from reinlite.models.rein import token_init_bound
 
 __all__ = [
     "METHODS",
@@ -97,7 +98,7 @@ class VisualPrompts(nn.Module):
         super().__init__()
         self.num_layers, self.num_prompts = num_layers, num_prompts
         self.prompts = nn.Parameter(torch.empty(num_layers, num_prompts, embed_dim))
-        bound = math.sqrt(6.0 / (3 * patch_size * patch_size + embed_dim))
+        bound = token_init_bound(patch_size, embed_dim)  # the release's bound for full-rank tokens
         nn.init.uniform_(self.prompts, -bound, bound)
 
     def extra_repr(self) -> str:
